@@ -45,7 +45,9 @@ class Diffusion:
 
     # -- sampling ----------------------------------------------------------------------------
     @staticmethod
-    def guided_eps(model: nn.Module, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, cfg_scale: float, null: int) -> torch.Tensor:
+    def guided_eps(
+        model: nn.Module, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, cfg_scale: float, null: int
+    ) -> torch.Tensor:
         if cfg_scale == 1.0:
             return model(x, t, y)
         both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, null)]))

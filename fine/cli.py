@@ -1,0 +1,260 @@
+"""The `fine` command line: pretrain, init, sample, eval, serve, worker.
+
+Every user error is one line on stderr and a non-zero exit; long steps show progress bars.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+
+class CliError(Exception):
+    """An error to print as one line, without a traceback."""
+
+
+def _progress_bar() -> Callable[[str, int, int, float | None], None]:
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def update(phase: str, step: int, total: int, loss: float | None) -> None:
+        bar = bars.get(phase)
+        if bar is None:
+            bar = bars[phase] = tqdm(total=total, desc=phase, unit="step", dynamic_ncols=True)
+        bar.n = step
+        if loss is not None:
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        bar.refresh()
+        if step >= total:
+            bar.close()
+
+    return update
+
+
+def cmd_pretrain(a: argparse.Namespace) -> None:
+    import torch
+
+    from fine.config import DiTConfig
+    from fine.data import load
+    from fine.pretrain import PretrainConfig, pretrain
+    from fine.training import OptimConfig, default_widths
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    cfg = DiTConfig(
+        image_size=a.image_size, in_channels=a.channels, patch_size=a.patch_size, depth=a.depth,
+        hidden_size=a.hidden_size, head_dim=a.head_dim, num_classes=a.num_classes, rank=a.rank,
+    )
+    if a.widths == "all":
+        widths = default_widths(cfg, a.min_width)
+    elif a.widths == "none":
+        widths = []
+    else:
+        widths = [int(w) for w in a.widths.split(",")]
+    train, test = load(a.dataset, "train"), load(a.dataset, "test")
+    if train.image_size != cfg.image_size or train.channels != cfg.in_channels:
+        raise CliError(
+            f"{a.dataset} has {train.channels}x{train.image_size}x{train.image_size} images; "
+            f"pass --image-size {train.image_size} --channels {train.channels}"
+        )
+    pcfg = PretrainConfig(steps=a.steps, widths=widths, widths_per_step=a.widths_per_step, ema_decay=a.ema,
+                          seed=a.seed, ckpt_every=a.ckpt_every, eval_every=a.eval_every, name=a.name)
+    optim = OptimConfig(lr=a.lr, warmup=a.warmup, batch_size=a.batch_size)
+    side = pretrain(a.out, cfg, train, test, pcfg, optim, progress=_progress_bar())
+    print(f"learngene {side['id']} sha256 {side['sha256']} -> {Path(a.out) / 'learngene'}")
+
+
+def _positive(name: str, value: int, minimum: int = 1) -> None:
+    if value < minimum:
+        raise CliError(f"--{name} must be >= {minimum}, got {value}")
+
+
+def _check_spec(a: argparse.Namespace, learngene_cfg) -> None:  # noqa: ANN001
+    """Validate the descendant spec before loading any data (fast, one-line errors)."""
+    from fine.assembly import METHODS
+    from fine.data import BUILTIN, parse_name
+
+    _positive("depth", a.depth)
+    d, hd = learngene_cfg.hidden_size, learngene_cfg.head_dim
+    if a.hidden_size % hd or not hd <= a.hidden_size <= d:
+        raise CliError(f"--hidden-size must be a multiple of {hd} between {hd} and {d} (the learngene's width), "
+                       f"got {a.hidden_size}")
+    if a.method not in METHODS:
+        raise CliError(f"unknown --method {a.method!r}: use one of {', '.join(METHODS)}")
+    base, _ = parse_name(a.dataset)
+    if base not in BUILTIN and not base.endswith(".npz"):
+        raise CliError(f"unknown dataset {base!r}: use one of {', '.join(BUILTIN)} or a path to an .npz file")
+    _positive("subset", a.subset)
+    _positive("sigma-steps", a.sigma_steps, 0)
+    _positive("finetune-steps", a.finetune_steps, 0)
+
+
+def default_learngene() -> Path:
+    import os
+
+    env = os.environ.get("FINE_LEARNGENE")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "learngenes" / "default" / "learngene.safetensors"
+
+
+def cmd_init(a: argparse.Namespace) -> None:
+    import torch
+
+    from fine.formats import load_learngene
+    from fine.pipeline import init_descendant
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    lg = load_learngene(a.learngene or default_learngene())
+    _check_spec(a, lg.cfg)
+    result = init_descendant(
+        a.learngene or default_learngene(), a.dataset, a.depth, a.hidden_size, method=a.method, sigma_steps=a.sigma_steps,
+        subset_size=a.subset, finetune_steps=a.finetune_steps, seed=a.seed, train_bias=not a.sigma_only,
+        batch_size=a.batch_size, eval_images=a.eval_images, sample_steps=a.sample_steps, out_dir=a.out,
+        progress=_progress_bar(), learngene=lg,
+    )
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items() if isinstance(v, float))
+    print(f"wrote {', '.join(sorted(p.name for p in result.files.values()))} to {a.out}" + (f"; {shown}" if shown else ""))
+
+
+def cmd_sample(a: argparse.Namespace) -> None:
+    from fine.formats import load_dense
+    from fine.pipeline import sample_grid
+
+    model, _ = load_dense(a.checkpoint)
+    path = sample_grid(model, Path(a.out), per_class=a.per_class, steps=a.steps, cfg_scale=a.cfg_scale, seed=a.seed)
+    print(f"wrote {path}")
+
+
+def cmd_eval(a: argparse.Namespace) -> None:
+    import json
+
+    from fine.data import load
+    from fine.formats import load_dense
+    from fine.pipeline import evaluate
+
+    model, config = load_dense(a.checkpoint)
+    dataset = a.dataset or config.get("dataset")
+    if not dataset:
+        raise CliError("the checkpoint names no dataset: pass --dataset")
+    test = load(dataset, "test")
+    metrics = evaluate(model.eval(), test, dataset, n_images=a.eval_images, sample_steps=a.sample_steps,
+                       progress=_progress_bar())
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+
+
+def cmd_serve(a: argparse.Namespace) -> None:
+    from service.cli import serve
+
+    serve(api_only=a.api_only, host=a.host, port=a.port)
+
+
+def cmd_worker(a: argparse.Namespace) -> None:
+    from service.cli import worker
+
+    worker()
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line on stderr (exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="fine", description="FINE: learngene initialisation of diffusion transformers")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    pt = sub.add_parser("pretrain", help="pre-train an ancestry and export its learngene set (resumable)")
+    pt.add_argument("--dataset", default="fashion-mnist")
+    pt.add_argument("--out", required=True, help="run directory (re-run the same command to resume)")
+    pt.add_argument("--depth", type=int, default=8)
+    pt.add_argument("--hidden-size", type=int, default=128)
+    pt.add_argument("--head-dim", type=int, default=32)
+    pt.add_argument("--rank", type=int, default=128)
+    pt.add_argument("--patch-size", type=int, default=4)
+    pt.add_argument("--image-size", type=int, default=28)
+    pt.add_argument("--channels", type=int, default=1)
+    pt.add_argument("--num-classes", type=int, default=10)
+    pt.add_argument("--steps", type=int, default=4000)
+    pt.add_argument("--batch-size", type=int, default=64)
+    pt.add_argument("--lr", type=float, default=1e-3)
+    pt.add_argument("--warmup", type=int, default=200)
+    pt.add_argument("--ema", type=float, default=0.999)
+    pt.add_argument("--widths", default="all", help="'all' (every head multiple >= --min-width), 'none', or a list")
+    pt.add_argument("--min-width", type=int, default=64)
+    pt.add_argument("--widths-per-step", type=int, default=None)
+    pt.add_argument("--seed", type=int, default=0)
+    pt.add_argument("--ckpt-every", type=int, default=250)
+    pt.add_argument("--eval-every", type=int, default=250)
+    pt.add_argument("--threads", type=int, default=0)
+    pt.add_argument("--name", default="fmnist")
+    pt.set_defaults(func=cmd_pretrain)
+
+    it = sub.add_parser("init", help="assemble a descendant, train its sigma, evaluate and save it")
+    it.add_argument("--depth", type=int, required=True)
+    it.add_argument("--hidden-size", type=int, required=True)
+    it.add_argument("--dataset", required=True, help="fashion-mnist, mnist-5k, digits (+ ':5-9' filter) or a .npz")
+    it.add_argument("--method", default="fine", help="fine | scratch | weight-selection | tleg")
+    it.add_argument("--sigma-steps", type=int, default=300)
+    it.add_argument("--subset", type=int, default=5000, help="images of the target used for training")
+    it.add_argument("--finetune-steps", type=int, default=0)
+    it.add_argument("--sigma-only", action="store_true", help="train sigma only, not the block biases")
+    it.add_argument("--seed", type=int, default=0)
+    it.add_argument("--batch-size", type=int, default=64)
+    it.add_argument("--eval-images", type=int, default=500)
+    it.add_argument("--sample-steps", type=int, default=50)
+    it.add_argument("--learngene", type=Path, default=None, help="learngene.safetensors (default: the shipped one)")
+    it.add_argument("--threads", type=int, default=0)
+    it.add_argument("--out", type=Path, required=True)
+    it.set_defaults(func=cmd_init)
+
+    sp = sub.add_parser("sample", help="sample a grid (one row per class) from a dense checkpoint")
+    sp.add_argument("checkpoint", type=Path, help="directory with model.safetensors and config.json")
+    sp.add_argument("--out", default="samples.png")
+    sp.add_argument("--per-class", type=int, default=8)
+    sp.add_argument("--steps", type=int, default=50)
+    sp.add_argument("--cfg-scale", type=float, default=2.0)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(func=cmd_sample)
+
+    ev = sub.add_parser("eval", help="held-out loss and classifier-feature FD/KID of a dense checkpoint")
+    ev.add_argument("checkpoint", type=Path)
+    ev.add_argument("--dataset", default=None)
+    ev.add_argument("--eval-images", type=int, default=500)
+    ev.add_argument("--sample-steps", type=int, default=50)
+    ev.set_defaults(func=cmd_eval)
+
+    sv = sub.add_parser("serve", help="run the service (API + embedded worker unless --api-only)")
+    sv.add_argument("--api-only", action="store_true")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.set_defaults(func=cmd_serve)
+
+    wk = sub.add_parser("worker", help="run a Celery worker on the gpu queue")
+    wk.set_defaults(func=cmd_worker)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("fine: interrupted", file=sys.stderr)
+        return 130
+    except (CliError, ValueError, FileNotFoundError, OSError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"fine {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

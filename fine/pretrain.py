@@ -1,0 +1,135 @@
+"""Resumable, width-aware pre-training of an ancestry (the source of a learngene set)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch.func import functional_call
+
+from fine.config import DiTConfig
+from fine.data import ImageData, batches
+from fine.diffusion import Diffusion
+from fine.formats import save_learngene
+from fine.model import DiT
+from fine.training import Ema, OptimConfig, ProgressFn, WidthAwareLoss, fit
+from fine.width import slice_state
+
+
+@dataclass
+class PretrainConfig:
+    steps: int = 4000
+    widths: list[int] = field(default_factory=list)  # trained prefix widths; [] = full width only
+    widths_per_step: int | None = None  # extra random widths per step (None: all of them)
+    ema_decay: float = 0.999
+    seed: int = 0
+    ckpt_every: int = 250
+    eval_every: int = 250
+    eval_images: int = 500
+    name: str = "learngene"
+
+
+def heldout_by_width(model: DiT, test: ImageData, widths: list[int], n: int, seed: int = 0) -> dict[int, float]:
+    """Held-out noise-prediction MSE of each prefix width on fixed (x0, t, noise) triples."""
+    diffusion = Diffusion()
+    data = test.head(n)
+    g = torch.Generator().manual_seed(seed)
+    x0 = data.as_float()
+    t = torch.randint(0, diffusion.num_timesteps, (len(data),), generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    params = dict(model.named_parameters())
+    out = {}
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        for w in sorted(set(widths) | {model.cfg.hidden_size}):
+            if w == model.cfg.hidden_size:
+                net = model
+            else:
+                sub, sliced = DiT(model.cfg.replace(hidden_size=w)).eval(), slice_state(params, model.cfg, w)
+
+                def net(*a, s=sub, p=sliced):
+                    return functional_call(s, p, a)
+
+            total = 0.0
+            for i in range(0, len(data), 250):
+                sl = slice(i, i + 250)
+                loss = diffusion.loss(net, x0[sl], data.labels[sl], t=t[sl], noise=noise[sl])
+                total += loss.item() * x0[sl].shape[0]
+            out[w] = total / len(data)
+    model.train(was)
+    return out
+
+
+def pretrain(
+    out_dir: str | Path,
+    cfg: DiTConfig,
+    train: ImageData,
+    test: ImageData,
+    pcfg: PretrainConfig,
+    optim: OptimConfig | None = None,
+    progress: ProgressFn | None = None,
+) -> dict:
+    """Train (or resume training) an ancestry; writes train_state.pt, train_log.jsonl, learngene/."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    optim = optim or OptimConfig(lr=5e-4, warmup=200)
+    torch.manual_seed(pcfg.seed)
+    model = DiT(cfg)
+    model.initialize_weights(torch.Generator().manual_seed(pcfg.seed))
+    ema = Ema(model, pcfg.ema_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+    state_path = out / "train_state.pt"
+    start = 0
+    if state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        model.load_state_dict(state["model"])
+        ema.model.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        start = state["step"]
+    widths = [w for w in pcfg.widths if w != cfg.hidden_size]
+    wloss = WidthAwareLoss(model, widths, pcfg.widths_per_step, seed=pcfg.seed + start)
+    # Re-seeding by the start step keeps a resumed run reproducible without storing RNG streams.
+    stream = batches(train, optim.batch_size, pcfg.seed + start)
+    g = torch.Generator().manual_seed(pcfg.seed + 7919 * (start + 1))
+    log = open(out / "train_log.jsonl", "a")
+    t0 = time.time()
+    parts_last: dict[int, float] = {}
+
+    def loss_fn(_step: int) -> torch.Tensor:
+        nonlocal parts_last
+        x, y = next(stream)
+        loss, parts_last = wloss(x, y, g)
+        return loss
+
+    def checkpoint(step: int) -> None:
+        tmp = state_path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "ema": ema.model.state_dict(), "opt": opt.state_dict(),
+                    "step": step, "pretrain": asdict(pcfg), "config": cfg.to_dict()}, tmp)
+        os.replace(tmp, state_path)
+        save_learngene(out / "learngene", ema.model, {
+            "name": pcfg.name, "source_dataset": train.name, "steps": step,
+            "widths": sorted(set(pcfg.widths) | {cfg.hidden_size}), "ema_decay": pcfg.ema_decay,
+            "batch_size": optim.batch_size, "lr": optim.lr, "seed": pcfg.seed,
+        })
+
+    def after_step(step: int, value: float) -> None:
+        ema.update(model, step)
+        record: dict = {"step": step, "loss": value, "parts": parts_last, "elapsed": round(time.time() - t0, 2)}
+        if step % pcfg.eval_every == 0 or step == pcfg.steps:
+            record["heldout_ema"] = heldout_by_width(ema.model, test, pcfg.widths, pcfg.eval_images)
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+        if step % pcfg.ckpt_every == 0 or step == pcfg.steps:
+            checkpoint(step)
+
+    fit(model.parameters(), loss_fn, pcfg.steps, optim, "pretrain", progress,
+        optimizer=opt, start_step=start, after_step=after_step)
+    log.close()
+    if start >= pcfg.steps:
+        checkpoint(start)
+    return json.loads((out / "learngene" / "config.json").read_text())

@@ -1,0 +1,206 @@
+"""Training loops: ancestry pre-training (width-aware), the sigma stage, dense fine-tuning.
+
+All loops share `fit`, which reports progress through a callback and stops cooperatively when
+`should_stop` says so: the service plugs its registry updates and cancel flag into these.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from fine.config import DiTConfig
+from fine.data import ImageData, batches
+from fine.diffusion import Diffusion
+from fine.model import DiT
+from fine.width import slice_state
+
+ProgressFn = Callable[[str, int, int, float | None], None]  # (phase, step, total, loss)
+StopFn = Callable[[], bool]
+
+
+class JobCanceled(Exception):
+    """Raised inside a training loop when `should_stop` returned True."""
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup: int = 50  # linear warm-up steps; the rate is constant afterwards
+    grad_clip: float = 1.0
+    batch_size: int = 64
+
+
+def fit(
+    params: Iterable[nn.Parameter],
+    loss_fn: Callable[[int], torch.Tensor],
+    steps: int,
+    optim: OptimConfig,
+    phase: str = "train",
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    start_step: int = 0,
+    after_step: Callable[[int, float], None] | None = None,
+) -> list[float]:
+    """Run `steps` AdamW steps on `params`; returns the per-step losses."""
+    params = [p for p in params if p.requires_grad]
+    opt = optimizer or torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    losses: list[float] = []
+    for step in range(start_step, steps):
+        if should_stop is not None and should_stop():
+            raise JobCanceled(f"{phase} canceled at step {step}/{steps}")
+        for group in opt.param_groups:
+            group["lr"] = optim.lr * min(1.0, (step + 1) / max(1, optim.warmup))
+        loss = loss_fn(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, optim.grad_clip)
+        opt.step()
+        value = loss.item()
+        losses.append(value)
+        if after_step is not None:
+            after_step(step + 1, value)
+        if progress is not None:
+            progress(phase, step + 1, steps, value)
+    return losses
+
+
+def diffusion_loss_fn(
+    model: nn.Module, data: ImageData, batch_size: int, seed: int, diffusion: Diffusion | None = None
+) -> Callable[[int], torch.Tensor]:
+    diffusion = diffusion or Diffusion()
+    stream: Iterator = batches(data, batch_size, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    device = next(model.parameters()).device
+
+    def loss(_step: int) -> torch.Tensor:
+        x, y = next(stream)
+        return diffusion.loss(model, x.to(device), y.to(device), generator=g)
+
+    return loss
+
+
+# -- the stages of a descendant ------------------------------------------------------------------
+def sigma_stage(
+    model: DiT,
+    data: ImageData,
+    steps: int,
+    *,
+    train_bias: bool = True,
+    train_labels: bool = False,
+    optim: OptimConfig | None = None,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> list[float]:
+    """Train only sigma (and block biases; and the label table for a new task); all else frozen."""
+    if model.genes is None:
+        raise ValueError("the sigma stage needs a learngene-backed (factored) model")
+    optim = optim or OptimConfig(lr=3e-3, warmup=20)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    trainable = model.sigma_parameters()
+    if train_bias:
+        trainable += model.block_bias_parameters()
+    if train_labels:
+        trainable.append(model.y_embedder.embedding_table.weight)
+    for p in trainable:
+        p.requires_grad_(True)
+    model.train()
+    loss_fn = diffusion_loss_fn(model, data, optim.batch_size, seed)
+    try:
+        return fit(trainable, loss_fn, steps, optim, "sigma", progress, should_stop)
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+
+
+def train_all(
+    model: DiT,
+    data: ImageData,
+    steps: int,
+    *,
+    optim: OptimConfig | None = None,
+    seed: int = 0,
+    phase: str = "finetune",
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> list[float]:
+    """Train every parameter (dense fine-tuning, or training a `scratch` model)."""
+    optim = optim or OptimConfig(lr=1e-3, warmup=50)
+    model.train()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    loss_fn = diffusion_loss_fn(model, data, optim.batch_size, seed)
+    return fit(model.parameters(), loss_fn, steps, optim, phase, progress, should_stop)
+
+
+# -- ancestry pre-training -----------------------------------------------------------------------
+class WidthAwareLoss:
+    """Sandwich rule: every step trains the full width, the narrowest, and the other widths.
+
+    Narrower widths are evaluated as prefix sub-networks of the full-width parameters
+    (`fine.width.slice_state` on live tensors), so their gradients land in the shared weights.
+    `per_step` bounds how many widths beyond full and narrowest are drawn each step (None: all).
+    """
+
+    def __init__(self, model: DiT, widths: list[int], per_step: int | None = None, seed: int = 0):
+        self.model = model
+        self.full = model.cfg.hidden_size
+        self.widths = sorted(set(widths) - {self.full})
+        self.per_step = per_step
+        self.rng = random.Random(seed)
+        self.subnets = {w: DiT(model.cfg.replace(hidden_size=w)) for w in self.widths}
+        self.diffusion = Diffusion()
+
+    def draw(self) -> list[int]:
+        if not self.widths:
+            return []
+        narrowest, others = self.widths[0], self.widths[1:]
+        if self.per_step is not None and len(others) > self.per_step:
+            others = self.rng.sample(others, self.per_step)
+        return [narrowest, *others]
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, dict[int, float]]:
+        loss = self.diffusion.loss(self.model, x, y, generator=g)
+        parts = {self.full: loss.item()}
+        params = dict(self.model.named_parameters())
+        for w in self.draw():
+            sub = self.subnets[w]
+            sub.train(self.model.training)
+            sliced = slice_state(params, self.model.cfg, w)
+            part = self.diffusion.loss(lambda *a, s=sub, p=sliced: functional_call(s, p, a), x, y, generator=g)
+            parts[w] = part.item()
+            loss = loss + part
+        return loss, parts
+
+
+class Ema:
+    """Exponential moving average of a model's parameters, with the usual warm-up of the decay."""
+
+    def __init__(self, model: nn.Module, decay: float = 0.999):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for e, p in zip(self.model.parameters(), model.parameters(), strict=True):
+            e.lerp_(p.detach(), 1 - d)
+
+
+def default_widths(cfg: DiTConfig, narrowest: int = 64) -> list[int]:
+    """Every multiple of the head size from `narrowest` up to the full width."""
+    lo = max(cfg.head_dim, narrowest)
+    return list(range(lo, cfg.hidden_size + 1, cfg.head_dim))
