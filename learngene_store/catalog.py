@@ -1,0 +1,88 @@
+"""Registering learngene sets and datasets, and the start-up seeding of the registry."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from learngene_store.blobs import BlobStore
+from learngene_store.datasets import BUILTIN
+from learngene_store.learngene_meta import LearngeneMetaError, read_metadata
+from learngene_store.models import Dataset, Learngene
+
+log = logging.getLogger(__name__)
+
+LEARNGENE_COLUMNS = ("hidden_size", "head_dim", "depth", "rank", "patch_size", "image_size", "in_channels",
+                     "num_classes", "source_dataset", "steps", "widths")
+
+
+class DuplicateLearngene(ValueError):
+    def __init__(self, existing: Learngene, reason: str) -> None:
+        super().__init__(reason)
+        self.existing = existing
+
+
+def register_learngene(session: Session, store: BlobStore, path: Path, meta: dict[str, Any],
+                       owner: str = "anonymous") -> Learngene:
+    """Store the file in the blob store and add its registry row (meta already normalised)."""
+    sha, size = store.put_file(path)
+    declared = meta.get("sha256")
+    if declared and declared != sha:
+        raise LearngeneMetaError(f"{path.name}: config.json says sha256 {declared} but the file hashes to {sha}")
+    same_file = session.execute(select(Learngene).where(Learngene.sha256 == sha)).scalar_one_or_none()
+    if same_file is not None:
+        raise DuplicateLearngene(same_file, f"this file is already registered as learngene {same_file.id}")
+    same_id = session.get(Learngene, meta["id"])
+    if same_id is not None:
+        raise DuplicateLearngene(same_id, f"learngene id {meta['id']!r} is taken by a different file "
+                                          f"(sha256 {same_id.sha256}); give the new set another id")
+    row = Learngene(id=meta["id"], sha256=sha, bytes=size, meta={**meta, "sha256": sha, "bytes": size},
+                    owner=owner, **{k: meta[k] for k in LEARNGENE_COLUMNS})
+    session.add(row)
+    try:
+        session.commit()
+    except IntegrityError:  # a concurrent start-up registered it first
+        session.rollback()
+        existing = session.execute(select(Learngene).where(Learngene.sha256 == sha)).scalar_one_or_none()
+        if existing is None:
+            raise
+        raise DuplicateLearngene(existing, f"already registered as learngene {existing.id}") from None
+    return row
+
+
+def register_default_learngene(session: Session, store: BlobStore, path: Path) -> Learngene | None:
+    """Register the learngene set shipped in the repo, once; absent or already there is fine."""
+    if not path.exists():
+        log.warning("default learngene %s not found; the registry starts without one", path)
+        return None
+    try:
+        meta = read_metadata(path)
+        return register_learngene(session, store, path, meta)
+    except DuplicateLearngene as e:
+        return e.existing
+    except (LearngeneMetaError, json.JSONDecodeError, OSError) as e:
+        log.error("default learngene %s not registered: %s", path, e)
+        return None
+
+
+def ensure_builtin_datasets(session: Session) -> None:
+    for info in BUILTIN:
+        if session.get(Dataset, info.id) is None:
+            session.add(Dataset(id=info.id, kind="builtin", name=info.id, num_images=info.num_images,
+                                image_size=info.image_size, channels=info.channels,
+                                num_classes=info.num_classes, description=info.description))
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+
+
+def newest_learngene(session: Session) -> Learngene | None:
+    return session.execute(select(Learngene).order_by(Learngene.created_at.desc(), Learngene.id.desc())
+                           .limit(1)).scalar_one_or_none()

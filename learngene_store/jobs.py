@@ -1,0 +1,184 @@
+"""Job state transitions. Each is one conditional UPDATE, so concurrent workers, reapers and
+API calls cannot both win: a worker owns a running job only while its `lease` token is current.
+
+    queued --claim--> running --finish--> succeeded | failed | canceled
+      ^                  |
+      +---- reap --------+   (heartbeat stale, attempts left; else failed with a reason)
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from learngene_store.models import FINAL_STATUSES, Checkpoint, CheckpointFile, Job, utcnow
+
+
+@dataclass(frozen=True)
+class Claim:
+    lease: str | None  # None: not ours to run
+    reason: str  # why not (for the log)
+    job: Job | None = None
+
+
+def claim(session: Session, job_id: str, worker_id: str) -> Claim:
+    """Take a queued job for this worker; a redelivered or duplicate message gets lease=None."""
+    lease = secrets.token_hex(16)
+    now = utcnow()
+    res = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(False))
+        .values(status="running", lease=lease, worker_id=worker_id, heartbeat_at=now, started_at=now,
+                attempts=Job.attempts + 1, phase="starting", error=None, updated_at=now)
+    )
+    session.commit()
+    job = session.get(Job, job_id, populate_existing=True)
+    if res.rowcount == 1:
+        return Claim(lease, "claimed", job)
+    if job is None:
+        return Claim(None, "no such job")
+    if job.status == "queued" and job.cancel_requested:
+        cancel_queued(session, job_id)
+        return Claim(None, "canceled before it started")
+    return Claim(None, f"job is {job.status}" + (f" on {job.worker_id}" if job.status == "running" else ""))
+
+
+def beat(session: Session, job_id: str, lease: str, progress: dict[str, Any] | None) -> tuple[bool, bool]:
+    """Heartbeat (+ latest progress). Returns (still_owner, cancel_requested)."""
+    values: dict[str, Any] = {"heartbeat_at": utcnow(), "updated_at": utcnow()}
+    if progress:
+        values.update(progress)
+    res = session.execute(update(Job).where(Job.id == job_id, Job.lease == lease,
+                                            Job.status == "running").values(**values))
+    session.commit()
+    if res.rowcount != 1:
+        return False, False
+    cancel = session.execute(select(Job.cancel_requested).where(Job.id == job_id)).scalar_one()
+    return True, bool(cancel)
+
+
+def _finish(session: Session, job_id: str, lease: str, status: str, error: str | None = None) -> bool:
+    now = utcnow()
+    res = session.execute(
+        update(Job).where(Job.id == job_id, Job.lease == lease, Job.status == "running")
+        .values(status=status, error=error, finished_at=now, updated_at=now, lease=None, heartbeat_at=now)
+    )
+    session.commit()
+    return res.rowcount == 1
+
+
+def fail(session: Session, job_id: str, lease: str, error: str) -> bool:
+    return _finish(session, job_id, lease, "failed", error)
+
+
+def mark_canceled(session: Session, job_id: str, lease: str) -> bool:
+    return _finish(session, job_id, lease, "canceled", "canceled on request")
+
+
+def succeed(session: Session, job_id: str, lease: str, checkpoint: dict[str, Any],
+            files: list[dict[str, Any]]) -> str | None:
+    """Register the checkpoint and mark the job succeeded in one transaction.
+
+    Returns the checkpoint id, or None if this attempt no longer owns the job. A job that already
+    has a checkpoint keeps it (checkpoints.job_id is unique): never two per job.
+    """
+    now = utcnow()
+    existing = session.execute(select(Checkpoint).where(Checkpoint.job_id == job_id)).scalar_one_or_none()
+    try:
+        res = session.execute(
+            update(Job).where(Job.id == job_id, Job.lease == lease, Job.status == "running")
+            .values(status="succeeded", finished_at=now, updated_at=now, lease=None, heartbeat_at=now,
+                    phase="done", error=None)
+        )
+        if res.rowcount != 1:
+            session.rollback()
+            return None
+        if existing is not None:
+            session.commit()
+            return existing.id
+        ckpt = Checkpoint(job_id=job_id, **checkpoint)
+        ckpt.files = [CheckpointFile(**f) for f in files]
+        session.add(ckpt)
+        session.commit()
+        return ckpt.id
+    except IntegrityError:  # another attempt registered in between: keep that one
+        session.rollback()
+        return None
+
+
+def cancel_queued(session: Session, job_id: str) -> bool:
+    now = utcnow()
+    res = session.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
+                          .values(status="canceled", cancel_requested=True, finished_at=now, updated_at=now,
+                                  error="canceled on request"))
+    session.commit()
+    return res.rowcount == 1
+
+
+def request_cancel(session: Session, job_id: str) -> Job | None:
+    """Cancel a queued job at once; ask a running one to stop at its next step."""
+    cancel_queued(session, job_id)
+    session.execute(update(Job).where(Job.id == job_id, Job.status == "running")
+                    .values(cancel_requested=True, updated_at=utcnow()))
+    session.commit()
+    return session.get(Job, job_id, populate_existing=True)
+
+
+@dataclass(frozen=True)
+class ReapReport:
+    requeued: list[str]
+    failed: list[str]
+    canceled: list[str]
+    redispatch: list[str]
+
+
+def reap(session: Session, heartbeat_timeout: float, max_attempts: int, dispatch_grace: float) -> ReapReport:
+    """Find running jobs whose worker went silent: re-queue (attempts left) or fail them.
+
+    Also lists queued jobs that never reached the broker (e.g. the broker was down at submit
+    time), for the caller to dispatch again: nothing accepted is ever lost.
+    """
+    now = utcnow()
+    cutoff = now - timedelta(seconds=heartbeat_timeout)
+    requeued, failed, canceled = [], [], []
+    stale = session.execute(select(Job.id, Job.attempts, Job.worker_id, Job.cancel_requested, Job.lease)
+                            .where(Job.status == "running", Job.heartbeat_at < cutoff)).all()
+    for job_id, attempts, worker_id, cancel, lease in stale:
+        guard = (Job.id == job_id, Job.status == "running", Job.lease == lease, Job.heartbeat_at < cutoff)
+        if cancel:
+            values: dict[str, Any] = {"status": "canceled", "error": "canceled on request (worker lost)",
+                                      "finished_at": now}
+            bucket = canceled
+        elif attempts >= max_attempts:
+            values = {"status": "failed", "finished_at": now,
+                      "error": f"worker lost: no heartbeat for {heartbeat_timeout:g} s from {worker_id}; "
+                               f"gave up after {attempts} attempts (limit {max_attempts})"}
+            bucket = failed
+        else:
+            values = {"status": "queued", "phase": "requeued", "worker_id": None, "dispatched_at": None,
+                      "error": f"attempt {attempts} lost its worker {worker_id}; re-queued"}
+            bucket = requeued
+        res = session.execute(update(Job).where(*guard).values(lease=None, updated_at=now, **values))
+        if res.rowcount == 1:
+            bucket.append(job_id)
+    session.commit()
+    grace = now - timedelta(seconds=dispatch_grace)
+    redispatch = list(session.execute(select(Job.id).where(Job.status == "queued", Job.dispatched_at.is_(None),
+                                                            Job.updated_at < grace)).scalars())
+    return ReapReport(requeued, failed, canceled, redispatch)
+
+
+def mark_dispatched(session: Session, job_id: str) -> None:
+    session.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
+                    .values(dispatched_at=utcnow()))
+    session.commit()
+
+
+def is_final(status: str) -> bool:
+    return status in FINAL_STATUSES

@@ -1,0 +1,69 @@
+"""Built-in datasets and .npz uploads."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from sqlalchemy import select
+
+from learngene_store.datasets import DatasetError, validate_npz
+from learngene_store.models import Dataset
+from service.deps import OwnerDep, SessionDep, SettingsDep, StoreDep
+from service.errors import Problem
+from service.schemas import DatasetOut
+from service.uploads import check_declared_size, spooled
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+
+def _out(d: Dataset) -> DatasetOut:
+    return DatasetOut(id=d.id, kind=d.kind, name=d.name, num_images=d.num_images, image_size=d.image_size,
+                      channels=d.channels, num_classes=d.num_classes, description=d.description, sha256=d.sha256,
+                      bytes=d.bytes, created_at=d.created_at)
+
+
+@router.get("", response_model=list[DatasetOut])
+def list_datasets(session: SessionDep) -> list[DatasetOut]:
+    """Built-in datasets first, then uploads (newest first). A job's `dataset` may add a class
+    filter to any of them, e.g. `fashion-mnist:5-9`."""
+    rows = session.execute(select(Dataset).order_by(Dataset.kind, Dataset.created_at.desc())).scalars()
+    return [_out(d) for d in rows]
+
+
+@router.get("/{dataset_id}", response_model=DatasetOut)
+def get_dataset(dataset_id: str, session: SessionDep) -> DatasetOut:
+    d = session.get(Dataset, dataset_id)
+    if d is None:
+        raise Problem(404, f"no dataset {dataset_id!r}; list them with GET /v1/datasets", type_="dataset-not-found")
+    return _out(d)
+
+
+@router.post("", status_code=201, response_model=DatasetOut, responses={413: {}, 422: {}})
+def upload_dataset(request: Request, response: Response, session: SessionDep, store: StoreDep,
+                   settings: SettingsDep, owner: OwnerDep,
+                   file: Annotated[UploadFile, File(description=".npz with uint8 `images` (N,H,W[,C]) "
+                                                                "and optional integer `labels`")],
+                   name: Annotated[str | None, Form(max_length=200)] = None) -> DatasetOut:
+    """Upload a dataset; it gets an id to use as a job's `dataset`."""
+    check_declared_size(request, settings.max_upload_bytes)
+    label = name or file.filename or "upload.npz"
+    with spooled(file, settings.max_upload_bytes, settings.work_dir, "upload.npz") as path:
+        try:
+            info = validate_npz(path, settings.max_upload_images)
+        except DatasetError as e:
+            raise Problem(422, f"{label}: {e}", type_="invalid-dataset") from None
+        sha, size = store.put_file(path)
+    existing = session.execute(select(Dataset).where(Dataset.sha256 == sha, Dataset.owner == owner)).scalars().first()
+    if existing is not None:  # same bytes uploaded again: same dataset
+        response.status_code = 200
+        response.headers["Location"] = f"/v1/datasets/{existing.id}"
+        return _out(existing)
+    d = Dataset(id=f"ds_{secrets.token_hex(6)}", kind="upload", name=label, sha256=sha, bytes=size,
+                num_images=info.num_images, image_size=info.image_size, channels=info.channels,
+                num_classes=info.num_classes, description=f"uploaded {label}", owner=owner)
+    session.add(d)
+    session.commit()
+    response.headers["Location"] = f"/v1/datasets/{d.id}"
+    return _out(d)

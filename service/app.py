@@ -1,0 +1,64 @@
+"""The FastAPI application: `uvicorn service.app:app`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from learngene_store.blobs import make_blob_store
+from learngene_store.broker import make_celery
+from learngene_store.catalog import ensure_builtin_datasets, register_default_learngene
+from learngene_store.db import migrate, session_factory
+from learngene_store.settings import Settings, get_settings
+from service import errors, metrics
+from service.api.main import api_router
+from service.reaper import Reaper
+
+log = logging.getLogger("service")
+
+
+def startup(settings: Settings) -> None:
+    """Migrations, built-in datasets and the default learngene: idempotent, safe to run concurrently."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    migrate(settings)
+    store = make_blob_store(settings)
+    with session_factory(settings)() as session:
+        ensure_builtin_datasets(session)
+        if settings.register_default_learngene:
+            lg = register_default_learngene(session, store, settings.default_learngene)
+            if lg is not None:
+                log.info("default learngene: %s", lg.id)
+
+
+def create_app(settings: Settings | None = None, *, reaper: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        startup(settings)
+        thread = Reaper(settings, app.state.celery) if reaper else None
+        if thread:
+            thread.start()
+        yield
+        if thread:
+            thread.stop()
+
+    app = FastAPI(
+        title="fine-zoo",
+        version="1.0.0",
+        summary="Diffusion transformers of any size, initialised from learngenes (FINE, arXiv 2409.19289)",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = make_blob_store(settings)
+    app.state.celery = make_celery(settings)
+    errors.install(app)
+    app.middleware("http")(metrics.middleware)
+    app.include_router(api_router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,67 @@
+"""Entry points behind `fine serve` and `fine worker` (the `fine` script lives in fine/cli.py).
+
+`serve()` with no settings is the embedded mode: API + one worker subprocess on this machine,
+SQLite, a local blob directory and kombu's filesystem broker. The worker subprocess dies with
+its parent (PR_SET_PDEATHSIG on Linux, plus terminate-on-exit everywhere).
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+
+from learngene_store.settings import get_settings
+
+log = logging.getLogger("service.cli")
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: SIGTERM when the parent dies
+    except OSError:
+        pass
+
+
+def start_worker_subprocess(env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-m", "worker"], env=env or os.environ.copy(),
+                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+
+    def _stop() -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    atexit.register(_stop)
+    return proc
+
+
+def serve(api_only: bool = False, host: str = "127.0.0.1", port: int = 8000) -> None:
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    if not api_only:
+        if not settings.embedded:
+            log.info("REDIS_URL is set: starting one local worker too (use --api-only to run none)")
+        # Migrate before the worker starts so the two processes do not race to create tables.
+        from learngene_store.db import migrate
+
+        settings.home.mkdir(parents=True, exist_ok=True)
+        migrate(settings)
+        start_worker_subprocess()
+    uvicorn.run("service.app:app", host=host, port=port, log_level="info")
+
+
+def worker() -> None:
+    from worker.__main__ import main
+
+    main([])

@@ -1,0 +1,24 @@
+"""Turning registry rows into API bodies (links included)."""
+
+from __future__ import annotations
+
+from learngene_store.models import Job
+from service.schemas import JobOut, Progress
+
+
+def job_out(job: Job) -> JobOut:
+    spec = dict(job.spec)
+    warnings = spec.pop("warnings", [])
+    links = {"self": f"/v1/jobs/{job.id}", "cancel": f"/v1/jobs/{job.id}/cancel"}
+    ckpt_id = job.checkpoint.id if job.checkpoint is not None else None
+    if ckpt_id:
+        links["checkpoint"] = f"/v1/checkpoints/{ckpt_id}"
+        links["download"] = f"/v1/checkpoints/{ckpt_id}/file"
+    return JobOut(
+        id=job.id, status=job.status, spec=spec, learngene=job.learngene_id, dataset=job.dataset,
+        method=job.method, progress=Progress(phase=job.phase, step=job.step, total=job.total, loss=job.loss),
+        attempts=job.attempts, cancel_requested=job.cancel_requested, error=job.error,
+        worker_id=job.worker_id, created_at=job.created_at, started_at=job.started_at,
+        finished_at=job.finished_at, heartbeat_at=job.heartbeat_at, checkpoint_id=ckpt_id,
+        warnings=warnings, links=links,
+    )

@@ -1,0 +1,53 @@
+"""The reaper: a thread in the API process that re-queues jobs whose worker stopped beating,
+fails them after the attempt limit, and re-sends queued jobs that never reached the broker."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from celery import Celery
+
+from learngene_store import jobs as job_states
+from learngene_store.broker import enqueue_job
+from learngene_store.db import session_factory
+from learngene_store.settings import Settings
+from service.metrics import REAPED
+
+log = logging.getLogger(__name__)
+
+
+def sweep(settings: Settings, celery: Celery) -> job_states.ReapReport:
+    with session_factory(settings)() as session:
+        report = job_states.reap(session, settings.heartbeat_timeout, settings.max_attempts,
+                                 settings.dispatch_grace)
+        for job_id in report.requeued + report.redispatch:
+            try:
+                enqueue_job(celery, settings, job_id)
+                job_states.mark_dispatched(session, job_id)
+            except Exception as e:
+                log.warning("could not dispatch job %s yet: %s", job_id, e)
+    for outcome in ("requeued", "failed", "canceled"):
+        ids = getattr(report, outcome)
+        if ids:
+            REAPED.labels(outcome).inc(len(ids))
+            log.warning("reaper: %s %s", outcome, ", ".join(ids))
+    return report
+
+
+class Reaper(threading.Thread):
+    def __init__(self, settings: Settings, celery: Celery) -> None:
+        super().__init__(name="fine-reaper", daemon=True)
+        self.settings = settings
+        self.celery = celery
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.settings.reaper_interval):
+            try:
+                sweep(self.settings, self.celery)
+            except Exception:
+                log.exception("reaper sweep failed; retrying in %.0f s", self.settings.reaper_interval)
+
+    def stop(self) -> None:
+        self.stopped.set()

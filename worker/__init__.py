@@ -1,0 +1,1 @@
+"""Celery workers: one job = assemble -> sigma stage -> evaluate -> save -> register."""

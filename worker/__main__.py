@@ -1,0 +1,26 @@
+"""`python -m worker`: one Celery worker process on the `gpu` queue, one job at a time."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from learngene_store.db import migrate
+from learngene_store.settings import get_settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    migrate(settings)
+    from worker.celery_app import app
+
+    args = ["worker", "-Q", settings.queue, "--pool", "solo", "--concurrency", "1", "--prefetch-multiplier", "1",
+            "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO",
+            *(argv if argv is not None else sys.argv[1:])]
+    app.worker_main(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""One job, start to finish. Safe to run twice for the same job id (redelivery, reaper re-queue):
+only the attempt holding the registry lease works, and a job registers at most one checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import traceback
+from pathlib import Path
+
+from learngene_store import jobs as job_states
+from learngene_store.blobs import make_blob_store
+from learngene_store.db import session_factory
+from learngene_store.models import Job
+from learngene_store.settings import Settings
+from worker.inputs import dataset_name, learngene_file
+from worker.lease import Lease
+from worker.outputs import export_diffusers_zip, store_files
+
+log = logging.getLogger(__name__)
+
+
+def worker_id(settings: Settings) -> str:
+    return settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def run_job(settings: Settings, job_id: str) -> str:
+    """Returns what happened (for logs and tests)."""
+    me = worker_id(settings)
+    Session = session_factory(settings)
+    with Session() as session:
+        claim = job_states.claim(session, job_id, me)
+    if claim.lease is None:
+        log.info("job %s skipped: %s", job_id, claim.reason)
+        return f"skipped: {claim.reason}"
+    assert claim.job is not None
+    job: Job = claim.job
+    work = settings.work_dir / f"{job_id}-{claim.lease[:8]}"
+    store = make_blob_store(settings)
+    lease = Lease(settings, job_id, claim.lease)
+    try:
+        with lease:
+            outcome = _execute(settings, job, work, store, lease)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return outcome
+
+
+def _execute(settings: Settings, job: Job, work: Path, store, lease: Lease) -> str:  # type: ignore[no-untyped-def]
+    from fine.pipeline import JobCanceled, init_descendant  # torch is imported here, in the worker only
+
+    Session = session_factory(settings)
+    spec = job.spec
+    try:
+        lease.set_phase("loading")
+        with Session() as session:
+            lg_path = learngene_file(session, store, job.learngene_id, work)
+            dataset = dataset_name(session, store, job.dataset, work)
+        result = init_descendant(
+            lg_path, dataset, spec["depth"], spec["hidden_size"], method=spec["method"],
+            sigma_steps=spec["sigma_steps"], subset_size=spec["subset_size"],
+            finetune_steps=spec["finetune_steps"], seed=spec["seed"], train_bias=spec["train_bias"],
+            batch_size=spec["batch_size"], eval_images=spec["eval_images"], out_dir=work / "out",
+            progress=lease.progress, should_stop=lease.should_stop,
+        )
+        if lease.should_stop():
+            raise JobCanceled("canceled after training")
+        lease.set_phase("saving")
+        files = dict(result.files)
+        dense_dir = Path(files["dense"]).parent
+        zipped = export_diffusers_zip(dense_dir)
+        if zipped is not None:
+            files["diffusers"] = zipped
+        rows = store_files(store, files)
+    except JobCanceled:
+        lease.stop()
+        if lease.lost:
+            return "abandoned: lease lost"
+        with Session() as session:
+            job_states.mark_canceled(session, job.id, lease.lease)
+        return "canceled"
+    except Exception as e:
+        log.error("job %s failed:\n%s", job.id, traceback.format_exc())
+        lease.stop()
+        if lease.lost:
+            return "abandoned: lease lost"
+        with Session() as session:
+            job_states.fail(session, job.id, lease.lease, _one_line(e))
+        return f"failed: {_one_line(e)}"
+    lease.stop()
+    checkpoint = {"learngene_id": job.learngene_id, "method": spec["method"], "dataset": job.dataset,
+                  "depth": spec["depth"], "hidden_size": spec["hidden_size"], "config": result.config,
+                  "metrics": result.metrics, "owner": job.owner}
+    with Session() as session:
+        ckpt_id = job_states.succeed(session, job.id, lease.lease, checkpoint, rows)
+    if ckpt_id is None:
+        return "abandoned: lease lost before registration"
+    return f"succeeded: {ckpt_id}"
