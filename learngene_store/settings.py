@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     dispatch_grace: float = 5.0  # a queued job never handed to the broker is re-sent after this
 
     worker_id: str | None = None  # default: hostname:pid
+    torch_threads: int | None = None  # worker: torch.set_num_threads (None: torch's default)
 
     @property
     def resolved_database_url(self) -> str:

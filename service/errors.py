@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 PROBLEM = "application/problem+json"
 TYPE_BASE = "https://fine-zoo.invalid/problems/"
@@ -71,6 +72,28 @@ def _validation_detail(errors: list[dict[str, Any]]) -> tuple[int, str, list[dic
     return 422, detail, items
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route accepts for this path (Starlette reports only the first route's)."""
+    methods: set[str] = set()
+    scope = {**request.scope, "method": "__none__"}
+
+    def visit(routes: list) -> None:  # type: ignore[type-arg]
+        for route in routes:
+            inner = getattr(route, "original_router", None)  # FastAPI's included routers
+            if inner is not None:
+                visit(list(inner.routes))
+                continue
+            try:
+                match, _ = route.matches(scope)
+            except Exception:
+                continue
+            if match != Match.NONE:
+                methods.update(getattr(route, "methods", None) or ())
+
+    visit(list(request.app.routes))
+    return ", ".join(sorted(methods))
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
@@ -82,10 +105,12 @@ def install(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no route {request.url.path}; the API lives under /v1 (see /docs)"
-        elif exc.status_code == 405:
-            allow = (exc.headers or {}).get("Allow", "")
-            detail = f"{request.method} is not allowed on {request.url.path}" + (f"; use {allow}" if allow else "")
-        return problem_response(request, exc.status_code, detail, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            allow = _allowed_methods(request) or headers.get("Allow", "")
+            headers["Allow"] = allow
+            detail = f"{request.method} is not allowed on {request.url.path}; use {allow}"
+        return problem_response(request, exc.status_code, detail, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

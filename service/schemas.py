@@ -30,7 +30,8 @@ class JobSpec(BaseModel):
     seed: int = 0
     train_bias: bool = True
     batch_size: int = Field(default=64, description="1..1024")
-    eval_images: int = Field(default=500, description="images for held-out loss and FD, 8..10000")
+    eval_images: int = Field(default=500, description="images for held-out loss and FD, 0..10000 (0: skip)")
+    sample_steps: int = Field(default=50, description="sampler steps for evaluation and the sample grid, 1..1000")
 
 
 class Progress(BaseModel):

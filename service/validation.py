@@ -19,7 +19,8 @@ LIMITS = {
     "finetune_steps": (0, 50_000),
     "seed": (0, 2**31 - 1),
     "batch_size": (1, 1024),
-    "eval_images": (8, 10_000),
+    "eval_images": (0, 10_000),
+    "sample_steps": (1, 1000),
 }
 
 

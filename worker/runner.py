@@ -54,7 +54,12 @@ def run_job(settings: Settings, job_id: str) -> str:
 
 
 def _execute(settings: Settings, job: Job, work: Path, store, lease: Lease) -> str:  # type: ignore[no-untyped-def]
+    import torch
+
     from fine.pipeline import JobCanceled, init_descendant  # torch is imported here, in the worker only
+
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
 
     Session = session_factory(settings)
     spec = job.spec
@@ -67,7 +72,8 @@ def _execute(settings: Settings, job: Job, work: Path, store, lease: Lease) -> s
             lg_path, dataset, spec["depth"], spec["hidden_size"], method=spec["method"],
             sigma_steps=spec["sigma_steps"], subset_size=spec["subset_size"],
             finetune_steps=spec["finetune_steps"], seed=spec["seed"], train_bias=spec["train_bias"],
-            batch_size=spec["batch_size"], eval_images=spec["eval_images"], out_dir=work / "out",
+            batch_size=spec["batch_size"], eval_images=spec["eval_images"],
+            sample_steps=spec.get("sample_steps", 50), out_dir=work / "out",
             progress=lease.progress, should_stop=lease.should_stop,
         )
         if lease.should_stop():

@@ -1,0 +1,170 @@
+"""Real processes for end-to-end tests: uvicorn API, Celery worker(s), a fresh PostgreSQL
+database and an isolated Redis key prefix per run."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN = os.environ.get("FINE_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS = os.environ.get("FINE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def create_database() -> tuple[str, str]:
+    import psycopg2
+
+    name = f"fine_test_{secrets.token_hex(4)}"
+    conn = psycopg2.connect(PG_ADMIN)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    base = PG_ADMIN.rsplit("/", 1)[0]
+    return name, f"{base}/{name}"
+
+
+def drop_database(name: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(PG_ADMIN)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+def clear_redis_prefix(prefix: str) -> None:
+    import redis
+
+    r = redis.Redis.from_url(REDIS)
+    for key in r.scan_iter(match=f"{prefix}*"):
+        r.delete(key)
+    r.close()
+
+
+class Proc:
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.log_path = log
+        self._log = open(log, "ab")
+        self.p = subprocess.Popen(args, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.p.pid
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.p.poll() is None:
+            try:
+                os.killpg(self.p.pid, sig)
+            except ProcessLookupError:
+                pass
+        try:
+            self.p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.p.pid, signal.SIGKILL)
+            self.p.wait(timeout=10)
+        self._log.close()
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+    def tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+class Service:
+    """An API process plus worker processes sharing one environment."""
+
+    def __init__(self, env: dict[str, str], home: Path) -> None:
+        self.env = env
+        self.home = home
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.api: Proc | None = None
+        self.workers: list[Proc] = []
+        self.client = httpx.Client(base_url=self.base, timeout=30)
+
+    def start_api(self) -> None:
+        self.api = Proc([sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1",
+                         "--port", str(self.port), "--log-level", "warning"], self.env, self.home / "api.log")
+        self.wait_ready()
+
+    def start_worker(self) -> Proc:
+        w = Proc([sys.executable, "-m", "worker"], self.env, self.home / f"worker{len(self.workers)}.log")
+        self.workers.append(w)
+        return w
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        end = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < end:
+            try:
+                r = self.client.get("/readyz")
+                if r.status_code == 200:
+                    return
+                last = r.text
+            except httpx.TransportError as e:
+                last = str(e)
+            time.sleep(0.2)
+        raise RuntimeError(f"API not ready after {timeout}s: {last}\n{self.api.tail() if self.api else ''}")
+
+    def stop(self) -> None:
+        self.client.close()
+        for w in self.workers:
+            w.stop()
+        if self.api:
+            self.api.stop()
+
+    def wait_job(self, job_id: str, until: Callable[[dict[str, Any]], bool], timeout: float = 120) -> dict:
+        end = time.monotonic() + timeout
+        job: dict[str, Any] = {}
+        while time.monotonic() < end:
+            job = self.client.get(f"/v1/jobs/{job_id}").json()
+            if until(job):
+                return job
+            time.sleep(0.25)
+        logs = "\n".join(w.tail() for w in self.workers)
+        raise AssertionError(f"job {job_id} did not reach the expected state in {timeout}s: {job}\n{logs}")
+
+    def wait_final(self, job_id: str, timeout: float = 120) -> dict:
+        return self.wait_job(job_id, lambda j: j["status"] in ("succeeded", "failed", "canceled"), timeout)
+
+
+def base_env(home: Path, learngene: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FINE_") and k not in ("DATABASE_URL",
+                                                                                         "REDIS_URL")}
+    env.update({
+        "FINE_HOME": str(home),
+        "FINE_DEFAULT_LEARNGENE": str(learngene),
+        "FINE_HEARTBEAT_INTERVAL": "0.5",
+        "FINE_HEARTBEAT_TIMEOUT": "4",
+        "FINE_REAPER_INTERVAL": "0.5",
+        "FINE_DISPATCH_GRACE": "3",
+        "FINE_MAX_ATTEMPTS": "2",
+        "FINE_MAX_UPLOAD_BYTES": str(512 * 1024),
+        "FINE_TORCH_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra)
+    return env
