@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 
-
 import httpx
 from safetensors.numpy import load as load_safetensors
 

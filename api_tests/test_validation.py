@@ -123,7 +123,7 @@ def test_upload_valid_dataset(client: httpx.Client) -> None:
     (npz_bytes(n=3), 422, "needs at least 8 images, got 3"),
     (npz_bytes(labels_len=5), 422, "'labels' must be a vector of 16 entries"),
     (npz_bytes(rect=True), 422, "images must be square"),
-    (npz_bytes(key="pictures"), 422, "missing array 'images' (found: pictures)"),
+    (npz_bytes(key="pictures"), 422, "missing array 'images' (found: labels, pictures)"),
     (npz_bytes(side=2), 422, "image side must be between 4 and 256"),
     (npz_bytes(negative_label=True), 422, "labels must be in 0..999"),
     (npz_bytes(n=3000, side=16), 413, "exceeds the limit"),
