@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from fine.assembly import assemble
+from fine.data import load
+from fine.training import JobCanceled, OptimConfig, sigma_stage
+
+
+def _snapshot(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("train_bias", [False, True])
+def test_only_sigma_and_biases_change(toy_learngene, train_bias: bool) -> None:
+    model = assemble(toy_learngene.model, 2, 64, "fine")
+    before = _snapshot(model)
+    losses = sigma_stage(model, load("digits", "train"), 5, train_bias=train_bias,
+                         optim=OptimConfig(lr=1e-2, warmup=1, batch_size=16))
+    assert len(losses) == 5
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    sigmas = {k for k in before if k.endswith(".sigma")}
+    biases = {k for k in before if k.startswith("blocks.") and k.endswith(".bias")}
+    assert sigmas <= changed
+    assert changed == (sigmas | biases if train_bias else sigmas)
+    for k in before:
+        if k.startswith("genes."):
+            assert torch.equal(before[k], after[k])  # U and V bit-identical
+
+
+def test_sigma_stage_stops_when_asked(toy_learngene) -> None:
+    model = assemble(toy_learngene.model, 2, 64, "fine")
+    calls = []
+
+    def stop() -> bool:
+        calls.append(1)
+        return len(calls) > 3
+
+    with pytest.raises(JobCanceled):
+        sigma_stage(model, load("digits", "train"), 100, should_stop=stop, optim=OptimConfig(batch_size=16))
+    assert len(calls) == 4
+
+
+def test_sigma_stage_lowers_the_training_loss(toy_learngene) -> None:
+    torch.manual_seed(0)
+    model = assemble(toy_learngene.model, 3, 64, "fine")
+    losses = sigma_stage(model, load("digits", "train"), 60, optim=OptimConfig(lr=1e-2, warmup=5, batch_size=64))
+    assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10
