@@ -65,9 +65,7 @@ def heldout_loss(
         for i in range(0, n, batch_size):
             sl = slice(i, i + batch_size)
             x0 = x0_all[sl].to(device)
-            loss = diffusion.loss(
-                model, x0, data.labels[sl].to(device), t=t_all[sl].to(device), noise=noise_all[sl].to(device)
-            )
+            loss = diffusion.loss(model, x0, data.labels[sl].to(device), t=t_all[sl].to(device), noise=noise_all[sl].to(device))
             total += float(loss) * x0.shape[0]  # batch means -> an exact mean over all n
     finally:
         model.train(was_training)
@@ -114,6 +112,13 @@ def frechet_distance(feats_a: torch.Tensor | np.ndarray, feats_b: torch.Tensor |
     return max(fd, 0.0)  # tiny negative values are rounding
 
 
+def _cubic_kernel(x: np.ndarray, y: np.ndarray, d: int) -> np.ndarray:
+    k = x @ y.T
+    k /= d
+    k += 1.0
+    return k * k * k  # much faster than ** 3 on large arrays
+
+
 def kernel_distance(
     feats_a: torch.Tensor | np.ndarray,
     feats_b: torch.Tensor | np.ndarray,
@@ -138,15 +143,9 @@ def kernel_distance(
     for _ in range(num_subsets):
         x = a[rng.choice(len(a), m, replace=False)]
         y = b[rng.choice(len(b), m, replace=False)]
-        k_xx = (x @ x.T / d + 1) ** 3
-        k_yy = (y @ y.T / d + 1) ** 3
-        k_xy = (x @ y.T / d + 1) ** 3
+        k_xx, k_yy, k_xy = _cubic_kernel(x, x, d), _cubic_kernel(y, y, d), _cubic_kernel(x, y, d)
         # Off-diagonal means of k_xx and k_yy: the unbiased estimator excludes i == j.
-        mmd = (
-            (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))
-            + (k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
-            - 2 * k_xy.mean()
-        )
+        mmd = (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1)) + (k_yy.sum() - np.trace(k_yy)) / (m * (m - 1)) - 2 * k_xy.mean()
         values.append(mmd)
     return float(np.mean(values))
 
@@ -191,18 +190,14 @@ def _to_float_images(images: torch.Tensor | np.ndarray) -> torch.Tensor:
 
 
 @torch.no_grad()
-def classifier_features(
-    classifier: Classifier, images: torch.Tensor | np.ndarray, batch_size: int = 500
-) -> np.ndarray:
+def classifier_features(classifier: Classifier, images: torch.Tensor | np.ndarray, batch_size: int = 500) -> np.ndarray:
     """(N, F) float64 features of uint8 or [-1, 1] float images, in eval mode."""
     x = _to_float_images(images)
     was_training = classifier.training
     classifier.eval()
     device = next(classifier.parameters()).device
     try:
-        out = [
-            classifier.features(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)
-        ]
+        out = [classifier.features(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
     finally:
         classifier.train(was_training)
     return torch.cat(out).double().numpy()
@@ -227,9 +222,7 @@ def sample_quality(
     return {"fd": frechet_distance(fa, fb), "kid": kernel_distance(fa, fb, seed=seed)}
 
 
-def floor(
-    train: ImageData, test: ImageData, classifier: Classifier, n: int, seed: int = 0
-) -> dict[str, float]:
+def floor(train: ImageData, test: ImageData, classifier: Classifier, n: int, seed: int = 0) -> dict[str, float]:
     """FD and KID between n real train and n real test images: the best a generator can hope for."""
     n = min(n, len(train), len(test))
     fa = classifier_features(classifier, train.subset(n, seed=seed).images)
