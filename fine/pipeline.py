@@ -73,7 +73,7 @@ def evaluate(
     out: dict = {"heldout_loss": metrics.heldout_loss(model, Diffusion(), test, n=min(n_images, len(test)), seed=seed)}
     clf = metrics.load_feature_classifier(dataset)
     if clf is not None and n_images > 0:
-        real = test.head(min(n_images, len(test)))
+        real = test.subset(min(n_images, len(test)), seed=seed)  # class-balanced, unlike the first n
         g = torch.Generator().manual_seed(seed)
         y = real.labels[torch.randperm(len(real), generator=g)]
         shape = (model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size)

@@ -1,0 +1,149 @@
+"""Seconds per step, achieved GFLOP/s and peak memory: dense training, sigma stage, sampling.
+
+Each case runs in its own subprocess so its peak resident memory is its own. The plain fp32
+matmul rate is measured in the same run, as the yardstick.
+
+    python bench/speed.py --out bench/results/speed.json [--depth 6 --width 128 --batch 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from fine.assembly import assemble  # noqa: E402
+from fine.config import DiTConfig  # noqa: E402
+from fine.diffusion import Diffusion  # noqa: E402
+from fine.model import DiT  # noqa: E402
+
+
+def _timed(fn, repeats: int, warmup: int = 2) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def matmul_rate(n: int, repeats: int) -> dict:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    times = _timed(lambda: a @ b, repeats)
+    return {"case": "matmul", "n": n, "s": statistics.median(times), "gflop": 2 * n**3 / 1e9}
+
+
+def model_for(case: str, depth: int, width: int, rank: int) -> DiT:
+    if case == "dense":
+        return DiT(DiTConfig(depth=depth, hidden_size=width, rank=None))
+    anc = DiT(DiTConfig(depth=depth, hidden_size=width, rank=rank))
+    return assemble(anc, depth, width, "fine")
+
+
+def step_case(case: str, depth: int, width: int, rank: int, batch: int, repeats: int) -> dict:
+    torch.manual_seed(0)
+    model = model_for("dense" if case == "dense" else "fine", depth, width, rank)
+    diffusion = Diffusion()
+    x = torch.randn(batch, 1, 28, 28)
+    y = torch.randint(0, 10, (batch,))
+    if case == "sample":
+        model.eval()
+        dense = model
+
+        def step() -> None:
+            with torch.no_grad():  # one DDIM step with classifier-free guidance = 2 forwards
+                diffusion.guided_eps(dense, x, torch.full((batch,), 500), y, 2.0, 10)
+
+    else:
+        if case == "sigma":
+            for p in model.parameters():
+                p.requires_grad_(False)
+            params = model.sigma_parameters() + model.block_bias_parameters()
+            for p in params:
+                p.requires_grad_(True)
+        else:
+            params = list(model.parameters())
+        opt = torch.optim.AdamW(params, lr=1e-4)
+        g = torch.Generator().manual_seed(0)
+
+        def step() -> None:
+            loss = diffusion.loss(model, x, y, generator=g)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    times = _timed(step, repeats)
+    return {
+        "case": case, "depth": depth, "width": width, "rank": rank if case != "dense" else None, "batch": batch,
+        "s": statistics.median(times), "s_min": min(times), "gflop": flops / 1e9,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def child(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    if args.case == "matmul":
+        out = matmul_rate(args.matmul_n, args.repeats)
+    else:
+        out = step_case(args.case, args.depth, args.width, args.rank, args.batch, args.repeats)
+    out["gflops"] = out["gflop"] / out["s"]
+    out["threads"] = args.threads
+    print(json.dumps(out))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--case", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--depth", type=int, default=6)
+    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--rank", type=int, default=128)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--matmul-n", type=int, default=1024)
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "speed.json")
+    args = p.parse_args()
+    if args.case:
+        return child(args)
+    rows = []
+    for case in ("matmul", "dense", "sigma", "sample"):
+        cmd = [sys.executable, __file__, "--case", case, "--depth", str(args.depth), "--width", str(args.width),
+               "--rank", str(args.rank), "--batch", str(args.batch), "--repeats", str(args.repeats),
+               "--threads", str(args.threads), "--matmul-n", str(args.matmul_n)]
+        row = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(f"{row['case']:>12}: {row['s'] * 1000:8.1f} ms  {row['gflops']:6.1f} GFLOP/s"
+              + (f"  peak {row['peak_rss_mb']:.0f} MB" if "peak_rss_mb" in row else ""))
+    result = {
+        "command": "python bench/speed.py " + " ".join(sys.argv[1:]),
+        "machine": {"cpus": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__},
+        "rows": rows,
+    }
+    by = {r["case"]: r for r in rows}
+    result["sigma_over_dense_time"] = by["sigma"]["s"] / by["dense"]["s"]
+    result["dense_gflops_over_matmul"] = by["dense"]["gflops"] / by["matmul"]["gflops"]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"sigma/dense time {result['sigma_over_dense_time']:.2f}; dense at "
+          f"{100 * result['dense_gflops_over_matmul']:.0f}% of the matmul rate -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
