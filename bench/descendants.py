@@ -1,0 +1,148 @@
+"""Shared harness: train one descendant (any method) and record its curve and quality.
+
+One run = (method, depth, width, seed, dataset). Each finished run is appended as one JSON line
+to `<out>/runs.jsonl`; a run already there is skipped, so a long benchmark can be interrupted,
+resumed, or split across processes (`--shard i/n`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from fine.assembly import assemble
+from fine.data import ImageData
+from fine.diffusion import Diffusion
+from fine.formats import LearngeneSet
+from fine.metrics import floor, heldout_loss, load_feature_classifier, named, sample_quality
+from fine.training import OptimConfig, sigma_stage, train_all
+
+
+@dataclass(frozen=True)
+class Run:
+    method: str
+    depth: int
+    width: int
+    seed: int = 0
+    dataset: str = "fashion-mnist"
+    sigma_steps: int = 300  # fine only
+    full_steps: int = 500  # dense steps after the sigma stage (scratch: its whole budget)
+    fd_at: tuple[int, ...] = ()  # full-step counts at which FD is measured (0 = right after init/sigma)
+    train_bias: bool = True
+    sigma_init: str = "interp"  # fine only: interp | random | constant | linear
+    learngene: str = ""
+
+    def key(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass
+class EvalConfig:
+    subset: int = 5000  # training images of the target
+    heldout_n: int = 1000
+    curve_every: int = 250
+    fd_n: int = 500
+    fd_steps: int = 25  # DDIM steps when sampling for FD
+    cfg_scale: float = 1.5
+    batch_size: int = 64
+    extra: dict = field(default_factory=dict)
+
+
+def measure(model, test: ImageData, dataset: str, ecfg: EvalConfig, seed: int) -> dict:
+    """Held-out loss (n = 2 x heldout_n, for a tighter estimate) and FD/KID at one budget point."""
+    out: dict = {"heldout": heldout_loss(model, Diffusion(), test, n=2 * ecfg.heldout_n)}
+    clf = load_feature_classifier(dataset)
+    if clf is None:
+        return out
+    real = test.subset(ecfg.fd_n, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    y = real.labels[torch.randperm(len(real), generator=g)]
+    shape = (model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size)
+    made = torch.cat([Diffusion().sample(model, y[i : i + 250], shape, steps=ecfg.fd_steps, cfg_scale=ecfg.cfg_scale,
+                                         generator=g) for i in range(0, len(y), 250)])
+    return out | named(sample_quality(made, real, clf), dataset)
+
+
+def fd_floor(train: ImageData, test: ImageData, dataset: str, n: int) -> dict:
+    clf = load_feature_classifier(dataset)
+    return {} if clf is None else named(floor(train, test, clf, n), dataset)
+
+
+def apply_sigma_init(model, kind: str, seed: int) -> None:
+    """Ablation: replace the interpolated sigma of a fine descendant (the paper's variants)."""
+    if kind == "interp":
+        return
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for lin in (lin for b in model.blocks for lin in b.linears().values()):
+            s = lin.sigma
+            if kind == "random":
+                s.copy_(torch.randn(s.shape, generator=g) * s.std())
+            elif kind == "constant":
+                s.fill_(s.mean().item())
+            else:
+                raise ValueError(kind)
+
+
+def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecfg: EvalConfig) -> dict:
+    t0 = time.time()
+    torch.manual_seed(run.seed)
+    subset = train.subset(ecfg.subset, seed=run.seed)
+    model = assemble(lg.model, run.depth, run.width, run.method, seed=run.seed)
+    diffusion = Diffusion()
+    curve: list[dict] = []
+    points: dict[str, dict] = {}  # full-step count -> measurements
+
+    def record(phase: str, step: int, model_now) -> None:
+        curve.append({"phase": phase, "step": step,
+                      "heldout": heldout_loss(model_now, diffusion, test, n=ecfg.heldout_n)})
+
+    if run.method == "fine":
+        apply_sigma_init(model, run.sigma_init, run.seed)
+    record("init", 0, model)
+    if run.method == "fine" and run.sigma_steps:
+        def on_sigma(_phase: str, step: int, _total: int, _loss: float | None) -> None:
+            if step % ecfg.curve_every == 0 or step == run.sigma_steps:
+                record("sigma", step, model)
+        sigma_stage(model, subset, run.sigma_steps, train_bias=run.train_bias,
+                    optim=OptimConfig(lr=3e-3, warmup=20, batch_size=ecfg.batch_size), seed=run.seed, progress=on_sigma)
+    if 0 in run.fd_at:
+        points["0"] = measure(model, test, run.dataset, ecfg, run.seed)
+    if run.full_steps:
+        if model.genes is not None:
+            model = model.materialize()
+
+        def on_full(_phase: str, step: int, _total: int, _loss: float | None) -> None:
+            if step % ecfg.curve_every == 0 or step == run.full_steps:
+                record("full", step, model)
+            if step in run.fd_at:
+                points[str(step)] = measure(model, test, run.dataset, ecfg, run.seed)
+                model.train()
+
+        train_all(model, subset, run.full_steps, optim=OptimConfig(lr=1e-3, warmup=50, batch_size=ecfg.batch_size),
+                  seed=run.seed + 1, progress=on_full)
+    final = curve[-1]["heldout"]
+    return {**asdict(run), "heldout": final, "curve": curve, "points": points, "seconds": round(time.time() - t0, 1),
+            "eval": asdict(ecfg)}
+
+
+def done_keys(path: Path) -> set[str]:
+    if not path.exists():
+        return set()
+    keys = set()
+    for line in path.read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            keys.add(Run(**{k: (tuple(v) if k == "fd_at" else v) for k, v in rec.items()
+                            if k in Run.__dataclass_fields__}).key())
+    return keys
+
+
+def append(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
