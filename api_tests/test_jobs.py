@@ -26,7 +26,7 @@ def test_submit_poll_download(service: Service, client: httpx.Client) -> None:
     assert job["learngene"].startswith("toy-digits")  # the default (newest) learngene
     done = service.wait_final(job["id"])
     assert done["status"] == "succeeded", done
-    assert done["progress"]["step"] == done["progress"]["total"] == 3
+    assert done["progress"]["phase"] == "done" and done["progress"]["step"] == done["progress"]["total"] > 0
     assert done["attempts"] == 1
 
     ckpt = client.get(f"/v1/checkpoints/{done['checkpoint_id']}").json()

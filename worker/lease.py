@@ -37,7 +37,7 @@ class Lease(threading.Thread):
 
     def set_phase(self, phase: str) -> None:
         with self._lock:
-            self._latest = {**(self._latest or {}), "phase": phase}
+            self._latest = {**(self._latest or {}), "phase": phase}  # keeps the last counted step/total
 
     def should_stop(self) -> bool:
         return self.cancel_requested or self.lost

@@ -1,0 +1,153 @@
+"""`python -m service.run_default` (behind `make run`): start the embedded service, submit the
+default job (depth 6, width 128, 300 sigma steps on Fashion-MNIST), show its progress, download
+the checkpoint to ./out/ and stop the service."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from tqdm import tqdm
+
+DEFAULT_JOB = {"depth": 6, "hidden_size": 128, "dataset": "fashion-mnist", "method": "fine", "sigma_steps": 300}
+
+
+COUNTED_PHASES = ("sigma", "finetune", "eval")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(port: int) -> subprocess.Popen[bytes]:
+    code = f"from service.cli import serve; serve(api_only=False, host='127.0.0.1', port={port})"
+    log = open(Path(os.environ.get("FINE_HOME", "var")) / "serve.log", "ab")
+    return subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT)
+
+
+def _wait_ready(client: httpx.Client, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise SystemExit(f"the service exited with code {proc.returncode}; see var/serve.log")
+        try:
+            if client.get("/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"the service was not ready after {timeout:.0f} s; see var/serve.log")
+
+
+def _fail(r: httpx.Response) -> SystemExit:
+    try:
+        detail = r.json().get("detail", r.text)
+    except ValueError:
+        detail = r.text
+    return SystemExit(f"{r.request.method} {r.request.url.path} -> {r.status_code}: {detail}")
+
+
+def run(out_dir: Path, job: dict) -> Path:
+    Path(os.environ.get("FINE_HOME", "var")).mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    proc = _start(port)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    try:
+        print(f"starting the embedded service on http://127.0.0.1:{port} (logs: var/serve.log) ...")
+        _wait_ready(client, proc)
+        learngenes = client.get("/v1/learngenes").json()
+        if not learngenes:
+            raise SystemExit("no learngene set is registered: learngenes/default/learngene.safetensors is missing "
+                             "(build one with `fine pretrain`, or register one with POST /v1/learngenes)")
+        lg = learngenes[0]
+        if job["hidden_size"] > lg["hidden_size"]:
+            print(f"note: learngene {lg['id']} is {lg['hidden_size']} wide; using hidden_size {lg['hidden_size']}")
+            job = {**job, "hidden_size": lg["hidden_size"]}
+        r = client.post("/v1/jobs", json=job)
+        if r.status_code != 202:
+            raise _fail(r)
+        job_id = r.json()["id"]
+        print(f"job {job_id}: depth {job['depth']}, width {job['hidden_size']}, {job['dataset']}, "
+              f"learngene {lg['id']}")
+        status = _follow(client, job_id)
+        if status["status"] != "succeeded":
+            raise SystemExit(f"job {job_id} {status['status']}: {status.get('error')}")
+        return _download(client, status["checkpoint_id"], out_dir)
+    finally:
+        client.close()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _follow(client: httpx.Client, job_id: str) -> dict:
+    bar: tqdm | None = None
+    phase = None
+    t0 = time.monotonic()
+    while True:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        p = job["progress"]
+        final = job["status"] in ("succeeded", "failed", "canceled")
+        if p["phase"] != phase and p["phase"] in COUNTED_PHASES and p["total"] and not final:
+            if bar is not None:
+                bar.close()
+            phase = p["phase"]
+            bar = tqdm(total=p["total"], desc=phase, unit="step", dynamic_ncols=True)
+        if bar is not None:
+            bar.n = min(p["step"], bar.total)
+            if p["loss"] is not None:
+                bar.set_postfix(loss=f"{p['loss']:.4f}", refresh=False)
+            bar.refresh()
+        if final:
+            if bar is not None:
+                bar.close()
+            print(f"job {job['status']} in {time.monotonic() - t0:.1f} s")
+            return job
+        time.sleep(0.5)
+
+
+def _download(client: httpx.Client, ckpt_id: str, out_dir: Path) -> Path:
+    ckpt = client.get(f"/v1/checkpoints/{ckpt_id}").json()
+    dest = out_dir / ckpt_id
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in ckpt["files"]:
+        if f["format"] == "diffusers":
+            continue
+        r = client.get(f["url"])
+        if r.status_code != 200:
+            raise _fail(r)
+        (dest / f["filename"]).write_bytes(r.content)
+    metrics = ", ".join(f"{k}={v:.4g}" for k, v in ckpt["metrics"].items() if isinstance(v, float))
+    if metrics:
+        print(f"metrics: {metrics}")
+    return dest / "model.safetensors"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", type=Path, default=Path("out"))
+    ap.add_argument("--depth", type=int, default=DEFAULT_JOB["depth"])
+    ap.add_argument("--hidden-size", type=int, default=DEFAULT_JOB["hidden_size"])
+    ap.add_argument("--dataset", default=DEFAULT_JOB["dataset"])
+    ap.add_argument("--sigma-steps", type=int, default=DEFAULT_JOB["sigma_steps"])
+    a = ap.parse_args(argv)
+    job = {**DEFAULT_JOB, "depth": a.depth, "hidden_size": a.hidden_size, "dataset": a.dataset,
+           "sigma_steps": a.sigma_steps}
+    path = run(a.out, job)
+    print(f"checkpoint: {path.resolve()}")
+
+
+if __name__ == "__main__":
+    main()
