@@ -60,8 +60,10 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
             f"{a.dataset} has {train.channels}x{train.image_size}x{train.image_size} images; "
             f"pass --image-size {train.image_size} --channels {train.channels}"
         )
+    eval_widths = default_widths(cfg, a.min_width)  # log every offered width, trained or not
     pcfg = PretrainConfig(steps=a.steps, widths=widths, widths_per_step=a.widths_per_step, ema_decay=a.ema,
-                          seed=a.seed, ckpt_every=a.ckpt_every, eval_every=a.eval_every, name=a.name)
+                          seed=a.seed, ckpt_every=a.ckpt_every, eval_every=a.eval_every, name=a.name,
+                          eval_widths=eval_widths)
     optim = OptimConfig(lr=a.lr, warmup=a.warmup, batch_size=a.batch_size)
     side = pretrain(a.out, cfg, train, test, pcfg, optim, progress=_progress_bar())
     print(f"learngene {side['id']} sha256 {side['sha256']} -> {Path(a.out) / 'learngene'}")

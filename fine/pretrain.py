@@ -30,6 +30,7 @@ class PretrainConfig:
     ckpt_every: int = 250
     eval_every: int = 250
     eval_images: int = 500
+    eval_widths: list[int] | None = None  # widths whose held-out loss is logged (default: the trained ones)
     name: str = "learngene"
 
 
@@ -121,7 +122,8 @@ def pretrain(
         ema.update(model, step)
         record: dict = {"step": step, "loss": value, "parts": parts_last, "elapsed": round(time.time() - t0, 2)}
         if step % pcfg.eval_every == 0 or step == pcfg.steps:
-            record["heldout_ema"] = heldout_by_width(ema.model, test, pcfg.widths, pcfg.eval_images)
+            widths = pcfg.eval_widths if pcfg.eval_widths is not None else pcfg.widths
+            record["heldout_ema"] = heldout_by_width(ema.model, test, widths, pcfg.eval_images)
         log.write(json.dumps(record) + "\n")
         log.flush()
         if step % pcfg.ckpt_every == 0 or step == pcfg.steps:
