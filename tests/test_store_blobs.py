@@ -1,0 +1,48 @@
+"""The local content-addressed blob store: atomic writes, hash-verified reads, size limits."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import pytest
+
+from learngene_store.blobs import BlobCorrupt, BlobMissing, LocalBlobStore, copy_out
+
+
+def test_put_and_read_back(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    data = b"learngene" * 1000
+    sha, n = store.put_stream(io.BytesIO(data))
+    assert sha == hashlib.sha256(data).hexdigest() and n == len(data)
+    assert store.exists(sha) and store.local_path(sha).read_bytes() == data
+    assert store.put_stream(io.BytesIO(data)) == (sha, n)  # same content, same key, no duplicate
+    assert not list((tmp_path / "blobs" / "tmp").glob(".incoming-*"))  # temp files are gone
+    out = copy_out(store, sha, tmp_path / "x" / "copy.bin")
+    out.write_bytes(b"changed")  # a copy: the stored blob is untouched
+    assert store.local_path(sha).read_bytes() == data
+
+
+def test_corruption_is_detected(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    sha, _ = store.put_stream(io.BytesIO(b"abc"))
+    path = store.local_path(sha)
+    path.write_bytes(b"abd")
+    with pytest.raises(BlobCorrupt, match="corrupt"):
+        store.local_path(sha)
+
+
+def test_missing_and_bad_keys(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    with pytest.raises(BlobMissing):
+        store.local_path("0" * 64)
+    with pytest.raises(ValueError, match="sha256"):
+        store.local_path("../../etc/passwd")
+
+
+def test_size_limit_leaves_nothing(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    with pytest.raises(ValueError, match="limit"):
+        store.put_stream(io.BytesIO(b"x" * 100), max_bytes=10)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]

@@ -1,0 +1,54 @@
+"""The worker's job runner in-process against a real SQLite registry and local blob store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from learngene_store import jobs as job_states
+from learngene_store.blobs import make_blob_store
+from learngene_store.catalog import ensure_builtin_datasets, register_default_learngene
+from learngene_store.db import migrate, session_factory
+from learngene_store.models import Checkpoint, Job
+from learngene_store.settings import Settings
+from worker.runner import run_job
+
+
+def test_run_job_once_and_only_once(tmp_path: Path, toy_learngene_dir: Path) -> None:
+    settings = Settings(home=tmp_path, heartbeat_interval=0.2, torch_threads=1)
+    migrate(settings)
+    store = make_blob_store(settings)
+    with session_factory(settings)() as s:
+        ensure_builtin_datasets(s)
+        lg = register_default_learngene(s, store, toy_learngene_dir / "learngene.safetensors")
+        assert lg is not None
+        spec = {"depth": 2, "hidden_size": 32, "method": "fine", "sigma_steps": 2, "subset_size": 32,
+                "finetune_steps": 0, "seed": 0, "train_bias": True, "batch_size": 8, "eval_images": 0,
+                "sample_steps": 2}
+        job = Job(request_hash="h", spec=spec, learngene_id=lg.id, dataset="digits:0-3", method="fine")
+        s.add(job)
+        s.commit()
+        job_id = job.id
+    assert run_job(settings, job_id).startswith("succeeded: ckpt_")
+    assert run_job(settings, job_id) == "skipped: job is succeeded"
+    with session_factory(settings)() as s:
+        done = s.get(Job, job_id)
+        assert done.status == "succeeded" and done.phase == "done" and done.step == 2
+        ckpt = s.execute(select(Checkpoint).where(Checkpoint.job_id == job_id)).scalar_one()
+        assert {f.format for f in ckpt.files} >= {"dense", "factored", "config", "samples", "metrics"}
+        for f in ckpt.files:
+            assert store.local_path(f.sha256).stat().st_size == f.bytes
+        assert s.execute(select(func.count()).select_from(Checkpoint)).scalar() == 1
+        # a job whose input is broken fails with a one-line reason, not a crash
+        bad = Job(request_hash="h2", spec={**spec, "hidden_size": 96}, learngene_id=lg.id, dataset="digits",
+                  method="fine")
+        s.add(bad)
+        s.commit()
+        bad_id = bad.id
+    outcome = run_job(settings, bad_id)
+    assert outcome.startswith("failed: ")
+    with session_factory(settings)() as s:
+        failed = s.get(Job, bad_id)
+        assert failed.status == "failed" and failed.error and "\n" not in failed.error
+        assert job_states.is_final(failed.status)
