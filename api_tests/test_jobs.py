@@ -145,6 +145,11 @@ def test_pagination_and_filters(service: Service, client: httpx.Client) -> None:
     assert seen == [j["id"] for j in everything] and len(set(seen)) == len(seen) >= 3 and pages >= 2
     created = [j["created_at"] for j in everything]
     assert created == sorted(created, reverse=True)
+    first = client.get("/v1/jobs", params={"status": "canceled", "limit": 1})
+    link = first.headers["link"]
+    assert "status=canceled" in link and "limit=1" in link  # the next link keeps the filters
+    second = client.get(link[1:link.index(">")]).json()["items"]
+    assert second and second[0]["status"] == "canceled" and second[0]["id"] != first.json()["items"][0]["id"]
     canceled = client.get("/v1/jobs", params={"status": "canceled", "limit": 100}).json()["items"]
     assert canceled and all(j["status"] == "canceled" for j in canceled)
     assert client.get("/v1/jobs", params={"dataset": "nope"}).json()["items"] == []

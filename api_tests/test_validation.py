@@ -118,7 +118,7 @@ def test_upload_valid_dataset(client: httpx.Client) -> None:
 
 
 @pytest.mark.parametrize(("content", "status", "detail"), [
-    (b"this is not a zip archive at all", 422, "not a readable .npz file"),
+    (b"this is not a zip archive at all", 422, "not an .npz file"),
     (npz_bytes(dtype="float32"), 422, "'images' must be uint8, got float32"),
     (npz_bytes(n=3), 422, "needs at least 8 images, got 3"),
     (npz_bytes(labels_len=5), 422, "'labels' must be a vector of 16 entries"),
@@ -154,3 +154,14 @@ def test_register_learngene(client: httpx.Client, toy_learngene) -> None:  # typ
     assert len(lgs) == 1 and lgs[0]["widths"] == [32, 64] and lgs[0]["rank"] == 4
     dl = client.get(f"/v1/learngenes/{lgs[0]['id']}/file")
     assert dl.status_code == 200 and dl.content == toy_learngene.read_bytes()
+
+
+def test_chunked_oversize_upload(client: httpx.Client) -> None:
+    def body():  # type: ignore[no-untyped-def]
+        yield b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.npz\"\r\n\r\n"
+        for _ in range(100):
+            yield b"x" * 10_000
+        yield b"\r\n--b--\r\n"
+
+    r = client.post("/v1/datasets", content=body(), headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert "FINE_MAX_UPLOAD_BYTES" in problem(r, 413)["detail"]

@@ -59,6 +59,9 @@ def parse_name(name: str) -> tuple[str, list[int] | None]:
 
 def validate_npz(path: Path, max_images: int = 200_000) -> DatasetInfo:
     """Open an uploaded .npz with numpy (no pickles) and check it; returns its shape summary."""
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            raise DatasetError("not an .npz file: expected the zip archive numpy.savez writes")
     try:
         with np.load(path, allow_pickle=False) as z:
             if not isinstance(z, np.lib.npyio.NpzFile):

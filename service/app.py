@@ -15,9 +15,11 @@ from learngene_store.db import migrate, session_factory
 from learngene_store.settings import Settings, get_settings
 from service import errors, metrics
 from service.api.main import api_router
+from service.limits import JSON_LIMIT, MULTIPART_SLACK, BodyLimit
 from service.reaper import Reaper
 
 log = logging.getLogger("service")
+UPLOAD_PATHS = ("/v1/datasets", "/v1/learngenes")
 
 
 def startup(settings: Settings) -> None:
@@ -56,8 +58,10 @@ def create_app(settings: Settings | None = None, *, reaper: bool = True) -> Fast
     app.state.store = make_blob_store(settings)
     app.state.celery = make_celery(settings)
     errors.install(app)
-    app.middleware("http")(metrics.middleware)
     app.include_router(api_router)
+    upload_limit = settings.max_upload_bytes + MULTIPART_SLACK
+    app.add_middleware(BodyLimit, limit_for=lambda path: upload_limit if path in UPLOAD_PATHS else JSON_LIMIT)
+    app.add_middleware(metrics.MetricsMiddleware)
     return app
 
 

@@ -12,6 +12,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from service.limits import BodyTooLarge
+
 PROBLEM = "application/problem+json"
 TYPE_BASE = "https://fine-zoo.invalid/problems/"
 log = logging.getLogger(__name__)
@@ -106,6 +108,8 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no route {request.url.path}; the API lives under /v1 (see /docs)"
         headers = dict(exc.headers or {})
+        if isinstance(exc, BodyTooLarge):
+            return problem_response(request, 413, detail, type_="upload-too-large")
         if exc.status_code == 405:
             allow = _allowed_methods(request) or headers.get("Allow", "")
             headers["Allow"] = allow

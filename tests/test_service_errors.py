@@ -39,3 +39,16 @@ def test_framework_errors(client: TestClient) -> None:
 
 def test_builtin_datasets_seeded(client: TestClient) -> None:
     assert {d["id"] for d in client.get("/v1/datasets").json()} == {"fashion-mnist", "mnist-5k", "digits"}
+
+
+def _chunks(n: int = 100, size: int = 10_000):  # type: ignore[no-untyped-def]
+    for _ in range(n):
+        yield b"x" * size
+
+
+def test_oversize_bodies_are_413(client: TestClient) -> None:
+    r = client.post("/v1/jobs", content=_chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.headers["content-type"] == PROBLEM and "job spec" in r.json()["detail"]
+    r = client.post("/v1/datasets", content=b"x" * (70 * 1024 * 1024),
+                    headers={"content-type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 413 and "FINE_MAX_UPLOAD_BYTES" in r.json()["detail"]

@@ -52,7 +52,7 @@ def test_same_verdicts_as_the_library() -> None:
 def test_not_an_npz(tmp_path: Path) -> None:
     p = tmp_path / "bad.npz"
     p.write_bytes(b"garbage")
-    with pytest.raises(DatasetError, match="not a readable .npz"):
+    with pytest.raises(DatasetError, match="not an .npz file"):
         validate_npz(p)
 
 

@@ -6,8 +6,9 @@ import hashlib
 import json
 import logging
 from typing import Annotated
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
@@ -82,7 +83,7 @@ def _replay(session: SessionDep, owner: str, key: str, request_hash: str) -> Job
 
 
 @router.get("", response_model=Page[JobOut])
-def list_jobs(session: SessionDep, settings: SettingsDep, response: Response,
+def list_jobs(session: SessionDep, request: Request, response: Response,
               status: Status | None = None, learngene: str | None = None, dataset: str | None = None,
               method: str | None = None, cursor: str | None = None,
               limit: Annotated[int, Query(ge=1, le=100)] = 20) -> Page[JobOut]:
@@ -98,7 +99,8 @@ def list_jobs(session: SessionDep, settings: SettingsDep, response: Response,
     rows = list(session.execute(q.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)).scalars())
     next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
     if next_cursor:
-        response.headers["Link"] = f'</v1/jobs?cursor={next_cursor}&limit={limit}>; rel="next"'
+        query = urlencode({**request.query_params, "cursor": next_cursor, "limit": limit})
+        response.headers["Link"] = f'</v1/jobs?{query}>; rel="next"'
     return Page[JobOut](items=[job_out(j) for j in rows[:limit]], next_cursor=next_cursor)
 
 
