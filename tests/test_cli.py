@@ -58,3 +58,6 @@ def test_tiny_init_writes_the_four_files(tmp_path, toy_learngene_dir) -> None:
     r2 = fine("sample", str(out), "--out", str(tmp_path / "s.png"), "--steps", "2", "--per-class", "2")
     assert r2.returncode == 0, r2.stderr
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+    r3 = fine("eval", str(out), "--eval-images", "16", "--sample-steps", "2")
+    assert r3.returncode == 0, r3.stderr
+    assert json.loads(r3.stdout)["heldout_loss"] > 0
