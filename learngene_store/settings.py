@@ -46,7 +46,8 @@ class Settings(BaseSettings):
     heartbeat_interval: float = 1.0  # seconds between a worker's progress/heartbeat writes
     heartbeat_timeout: float = 30.0  # a running job silent this long has lost its worker
     max_attempts: int = 3  # worker deaths tolerated per job before it is failed
-    reaper_interval: float = 5.0  # seconds between reaper sweeps (runs in the API process)
+    reaper_interval: float = 5.0  # seconds between reaper sweeps (API processes and workers)
+    worker_reaper: bool = True  # workers run a reaper thread too
     dispatch_grace: float = 5.0  # a queued job never handed to the broker is re-sent after this
 
     worker_id: str | None = None  # default: hostname:pid

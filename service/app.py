@@ -12,11 +12,11 @@ from learngene_store.blobs import make_blob_store
 from learngene_store.broker import make_celery
 from learngene_store.catalog import ensure_builtin_datasets, register_default_learngene
 from learngene_store.db import migrate, session_factory
+from learngene_store.reaper import Reaper
 from learngene_store.settings import Settings, get_settings
 from service import errors, metrics
 from service.api.main import api_router
 from service.limits import JSON_LIMIT, MULTIPART_SLACK, BodyLimit
-from service.reaper import Reaper
 
 log = logging.getLogger("service")
 UPLOAD_PATHS = ("/v1/datasets", "/v1/learngenes")
@@ -41,7 +41,8 @@ def create_app(settings: Settings | None = None, *, reaper: bool = True) -> Fast
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         startup(settings)
-        thread = Reaper(settings, app.state.celery) if reaper else None
+        on_reap = lambda outcome, n: metrics.REAPED.labels(outcome).inc(n)  # noqa: E731
+        thread = Reaper(settings, app.state.celery, on_reap) if reaper else None
         if thread:
             thread.start()
         yield

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 
+from celery.signals import worker_ready, worker_shutting_down
+
 from learngene_store.broker import RUN_JOB, make_celery
+from learngene_store.reaper import Reaper
 from learngene_store.settings import get_settings
 from worker.runner import run_job
 
@@ -18,3 +21,21 @@ def run_job_task(job_id: str) -> str:
     outcome = run_job(settings, job_id)
     log.info("job %s: %s", job_id, outcome)
     return outcome
+
+
+_reaper: Reaper | None = None
+
+
+@worker_ready.connect
+def _start_reaper(**_: object) -> None:
+    """Workers reap too, so dead workers' jobs are re-queued even while no API process runs."""
+    global _reaper
+    if settings.worker_reaper:
+        _reaper = Reaper(settings, app)
+        _reaper.start()
+
+
+@worker_shutting_down.connect
+def _stop_reaper(**_: object) -> None:
+    if _reaper is not None:
+        _reaper.stop()

@@ -1,10 +1,12 @@
-"""The reaper: a thread in the API process that re-queues jobs whose worker stopped beating,
-fails them after the attempt limit, and re-sends queued jobs that never reached the broker."""
+"""The reaper: a thread (in every API process, and in workers) that re-queues jobs whose worker
+stopped beating, fails them after the attempt limit, and re-sends queued jobs that never reached
+the broker. Every transition is a conditional UPDATE, so any number of reapers can run at once."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from celery import Celery
 
@@ -12,12 +14,14 @@ from learngene_store import jobs as job_states
 from learngene_store.broker import enqueue_job
 from learngene_store.db import session_factory
 from learngene_store.settings import Settings
-from service.metrics import REAPED
 
 log = logging.getLogger(__name__)
 
 
-def sweep(settings: Settings, celery: Celery) -> job_states.ReapReport:
+OnReap = Callable[[str, int], None]  # (outcome, count), e.g. for metrics
+
+
+def sweep(settings: Settings, celery: Celery, on_reap: OnReap | None = None) -> job_states.ReapReport:
     with session_factory(settings)() as session:
         report = job_states.reap(session, settings.heartbeat_timeout, settings.max_attempts,
                                  settings.dispatch_grace)
@@ -30,22 +34,24 @@ def sweep(settings: Settings, celery: Celery) -> job_states.ReapReport:
     for outcome in ("requeued", "failed", "canceled"):
         ids = getattr(report, outcome)
         if ids:
-            REAPED.labels(outcome).inc(len(ids))
+            if on_reap is not None:
+                on_reap(outcome, len(ids))
             log.warning("reaper: %s %s", outcome, ", ".join(ids))
     return report
 
 
 class Reaper(threading.Thread):
-    def __init__(self, settings: Settings, celery: Celery) -> None:
+    def __init__(self, settings: Settings, celery: Celery, on_reap: OnReap | None = None) -> None:
         super().__init__(name="fine-reaper", daemon=True)
         self.settings = settings
         self.celery = celery
+        self.on_reap = on_reap
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(self.settings.reaper_interval):
             try:
-                sweep(self.settings, self.celery)
+                sweep(self.settings, self.celery, self.on_reap)
             except Exception:
                 log.exception("reaper sweep failed; retrying in %.0f s", self.settings.reaper_interval)
 
