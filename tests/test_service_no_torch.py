@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_api_does_not_import_torch(tmp_path: Path) -> None:
-    code = ("import sys; import service.app, service.cli, service.run_default; "
+    code = ("import sys; import service.app, service.cli, service.run_default, fine.cli; "
             "from fastapi.testclient import TestClient\n"
             "with TestClient(service.app.app) as c:\n"
             "    assert c.get('/readyz').status_code == 200\n"
