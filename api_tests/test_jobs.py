@@ -168,3 +168,14 @@ def test_health_and_metrics(client: httpx.Client) -> None:
     assert "/v1/jobs" in client.get("/openapi.json").json()["paths"]
 
 
+
+
+def test_baseline_method_without_factored_form(service: Service, client: httpx.Client) -> None:
+    job = submit(client, method="scratch", sigma_steps=3, finetune_steps=2, seed=51)
+    assert any("no sigma stage" in w for w in job["warnings"]) and job["progress"]["total"] == 2
+    done = service.wait_final(job["id"])
+    assert done["status"] == "succeeded", done
+    ckpt = client.get(f"/v1/checkpoints/{done['checkpoint_id']}").json()
+    assert ckpt["method"] == "scratch" and "factored" not in {f["format"] for f in ckpt["files"]}
+    r = client.get(f"/v1/checkpoints/{ckpt['id']}/file?format=factored")
+    assert r.status_code == 409 and "produces no factored form" in r.json()["detail"]

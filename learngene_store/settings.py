@@ -81,6 +81,15 @@ class Settings(BaseSettings):
         return (self.home / "work").resolve()
 
     @property
+    def resolved_default_learngene(self) -> Path:
+        """Relative paths are tried in the working directory, then in the source checkout."""
+        path = self.default_learngene
+        if path.is_absolute() or path.exists():
+            return path
+        in_checkout = Path(__file__).resolve().parent.parent / path
+        return in_checkout if in_checkout.exists() else path
+
+    @property
     def embedded(self) -> bool:
         return self.redis_url is None
 

@@ -30,7 +30,7 @@ def startup(settings: Settings) -> None:
     with session_factory(settings)() as session:
         ensure_builtin_datasets(session)
         if settings.register_default_learngene:
-            lg = register_default_learngene(session, store, settings.default_learngene)
+            lg = register_default_learngene(session, store, settings.resolved_default_learngene)
             if lg is not None:
                 log.info("default learngene: %s", lg.id)
 

@@ -95,6 +95,9 @@ def validate_spec(session: Session, spec: JobSpec) -> Resolved:
     if lg.widths and hs not in lg.widths:
         warnings.append(f"width {hs} was not trained in learngene {lg.id} (trained widths: "
                         f"{', '.join(map(str, lg.widths))}); expect a weaker start")
+    if spec.method != "fine" and spec.sigma_steps > 0:
+        warnings.append(f"method {spec.method} has no sigma stage: sigma_steps={spec.sigma_steps} is ignored "
+                        "(only finetune_steps train)")
     resolved = spec.model_dump()
     resolved["learngene"] = lg.id
     resolved["num_heads"] = hs // hd

@@ -52,7 +52,7 @@ def create_job(spec: JobSpec, response: Response, session: SessionDep, settings:
     job = Job(owner=owner, idempotency_key=idempotency_key, request_hash=request_hash,
               spec={**resolved.spec, "warnings": resolved.warnings}, learngene_id=resolved.learngene.id,
               dataset=spec.dataset, method=spec.method, status="queued", step=0,
-              total=spec.sigma_steps + spec.finetune_steps, attempts=0, cancel_requested=False)
+              total=(spec.sigma_steps if spec.method == "fine" else 0) + spec.finetune_steps, attempts=0, cancel_requested=False)
     session.add(job)
     try:
         session.commit()
