@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import zipfile
 
 import httpx
 from safetensors.numpy import load as load_safetensors
@@ -72,7 +74,14 @@ def test_submit_poll_download(service: Service, client: httpx.Client) -> None:
     fac = client.get(f"/v1/checkpoints/{ckpt['id']}/file?format=factored")
     assert fac.status_code == 200 and len(fac.content) < len(body)
     assert hashlib.sha256(fac.content).hexdigest() == formats["factored"]["sha256"]
-    if "diffusers" not in formats:
+    if "diffusers" in formats:
+        z = client.get(f"/v1/checkpoints/{ckpt['id']}/file?format=diffusers")
+        assert z.status_code == 200 and z.headers["content-type"] == "application/zip"
+        with zipfile.ZipFile(io.BytesIO(z.content)) as archive:
+            names = set(archive.namelist())
+            assert {"config.json", "diffusion_pytorch_model.safetensors"} <= names
+            assert load_safetensors(archive.read("diffusion_pytorch_model.safetensors"))
+    else:
         r = client.get(f"/v1/checkpoints/{ckpt['id']}/file?format=diffusers")
         assert r.status_code == 409 and r.headers["content-type"] == PROBLEM and "diffusers" in r.json()["detail"]
     bad_fmt = client.get(f"/v1/checkpoints/{ckpt['id']}/file?format=onnx")
