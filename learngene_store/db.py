@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fcntl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -96,8 +96,31 @@ def migrate(settings: Settings) -> None:
             conn.commit()
 
 
-def _upgrade(engine: Engine, url: str) -> None:
+def _upgrade(engine: Engine, url: str, revision: str = "head") -> None:
+    _run_alembic(engine, url, lambda cfg: command.upgrade(cfg, revision))
+
+
+def downgrade(settings: Settings, revision: str) -> None:
+    """For operators and tests: step the schema back (data in dropped columns is lost)."""
+    _run_alembic(get_engine(settings), settings.resolved_database_url, lambda cfg: command.downgrade(cfg, revision))
+
+
+def _run_alembic(engine: Engine, url: str, action: Callable[[Config], None]) -> None:
     cfg = alembic_config(url)
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as conn:
+        if sqlite:  # batch migrations rebuild tables: foreign keys must be off (outside a transaction)
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.commit()
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                action(cfg)
+                if sqlite:
+                    bad = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if bad:
+                        raise RuntimeError(f"migration left dangling foreign keys: {bad[:5]}")
+        finally:
+            if sqlite:
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.commit()

@@ -20,6 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+JOB_KINDS = ("init", "pretrain")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
 FINAL_STATUSES = ("succeeded", "failed", "canceled")
 FILE_FORMATS = ("dense", "factored", "config", "samples", "metrics", "diffusers")
@@ -102,9 +103,11 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(256))
     request_hash: Mapped[str] = mapped_column(String(64))
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
-    learngene_id: Mapped[str] = mapped_column(ForeignKey("learngenes.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16), default="init", server_default="init", index=True)
+    learngene_id: Mapped[str | None] = mapped_column(ForeignKey("learngenes.id"), index=True)  # init jobs
     dataset: Mapped[str] = mapped_column(String(256), index=True)
-    method: Mapped[str] = mapped_column(String(32), index=True)
+    method: Mapped[str] = mapped_column(String(32), index=True)  # "pretrain" for pre-training jobs
+    result_learngene_id: Mapped[str | None] = mapped_column(String(128))  # what a pretrain job registered
 
     status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     phase: Mapped[str | None] = mapped_column(String(32))

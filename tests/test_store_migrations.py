@@ -1,0 +1,63 @@
+"""Alembic migrations upgrade a populated registry without losing rows (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+from sqlalchemy import text
+
+from learngene_store.db import _upgrade, downgrade, get_engine, migrate
+from learngene_store.settings import Settings
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+    if request.param == "sqlite":
+        yield Settings(home=tmp_path)
+        return
+    name = f"fine_test_mig_{secrets.token_hex(4)}"
+    try:
+        conn = psycopg2.connect(PG_ADMIN)
+    except psycopg2.OperationalError:
+        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
+    conn.autocommit = True
+    conn.cursor().execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield Settings(home=tmp_path, database_url=f"postgresql://postgres@127.0.0.1:5432/{name}")
+    finally:
+        get_engine(Settings(home=tmp_path, database_url=f"postgresql://postgres@127.0.0.1:5432/{name}")).dispose()
+        conn.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()
+
+
+def test_upgrade_keeps_rows(settings: Settings) -> None:
+    engine = get_engine(settings)
+    url = settings.resolved_database_url
+    _upgrade(engine, url, "0001")
+    with engine.begin() as conn:
+        now = "2026-01-01 00:00:00"
+        conn.execute(text("INSERT INTO learngenes VALUES ('lg','" + "a" * 64 + "',1,64,32,2,4,4,8,1,10,'digits',1,"
+                          "'[64]','{}','anonymous',:t)"), {"t": now})
+        conn.execute(text("INSERT INTO jobs (id, owner, request_hash, spec, learngene_id, dataset, method, status, "
+                          "step, total, cancel_requested, attempts, created_at, updated_at) VALUES ('job_1', "
+                          "'anonymous', 'h', '{}', 'lg', 'digits', 'fine', 'succeeded', 3, 3, false, 1, :t, :t)"),
+                     {"t": now})
+        conn.execute(text("INSERT INTO checkpoints VALUES ('ckpt_1','job_1','lg','fine','digits',2,64,'{}','{}',"
+                          "'anonymous',:t)"), {"t": now})
+    migrate(settings)
+    migrate(settings)  # idempotent
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT kind, learngene_id FROM jobs")).one() == ("init", "lg")
+        assert conn.execute(text("SELECT job_id FROM checkpoints")).scalar() == "job_1"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+    # and back down, and up again
+    downgrade(settings, "0001")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM checkpoints")).scalar() == 1
+    _upgrade(engine, url)
