@@ -112,6 +112,18 @@ def succeed(session: Session, job_id: str, lease: str, checkpoint: dict[str, Any
         return None
 
 
+def succeed_pretrain(session: Session, job_id: str, lease: str, learngene_id: str) -> bool:
+    """A pre-training job ends by pointing at the learngene set it registered."""
+    now = utcnow()
+    res = session.execute(
+        update(Job).where(Job.id == job_id, Job.lease == lease, Job.status == "running")
+        .values(status="succeeded", finished_at=now, updated_at=now, lease=None, heartbeat_at=now, phase="done",
+                error=None, result_learngene_id=learngene_id)
+    )
+    session.commit()
+    return res.rowcount == 1
+
+
 def cancel_queued(session: Session, job_id: str) -> bool:
     now = utcnow()
     res = session.execute(update(Job).where(Job.id == job_id, Job.status == "queued")

@@ -11,11 +11,14 @@ def job_out(job: Job) -> JobOut:
     warnings = spec.pop("warnings", [])
     links = {"self": f"/v1/jobs/{job.id}", "cancel": f"/v1/jobs/{job.id}/cancel"}
     ckpt_id = job.checkpoint.id if job.checkpoint is not None else None
+    if job.result_learngene_id:
+        links["learngene"] = f"/v1/learngenes/{job.result_learngene_id}"
     if ckpt_id:
         links["checkpoint"] = f"/v1/checkpoints/{ckpt_id}"
         links["download"] = f"/v1/checkpoints/{ckpt_id}/file"
     return JobOut(
-        id=job.id, status=job.status, spec=spec, learngene=job.learngene_id, dataset=job.dataset,
+        id=job.id, kind=job.kind, status=job.status, spec=spec, learngene=job.learngene_id,
+        result_learngene=job.result_learngene_id, dataset=job.dataset,
         method=job.method, progress=Progress(phase=job.phase, step=job.step, total=job.total, loss=job.loss),
         attempts=job.attempts, cancel_requested=job.cancel_requested, error=job.error,
         worker_id=job.worker_id, created_at=job.created_at, started_at=job.started_at,

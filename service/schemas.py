@@ -34,6 +34,28 @@ class JobSpec(BaseModel):
     sample_steps: int = Field(default=50, description="sampler steps for evaluation and the sample grid, 1..1000")
 
 
+class PretrainSpec(BaseModel):
+    """A pre-training job: trains an ancestry and registers its learngene set (POST /v1/learngenes)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    dataset: str = Field(description="source dataset (built-in or uploaded id, optional class filter)")
+    depth: int = Field(default=8, description="ancestry blocks, 1..64")
+    hidden_size: int = Field(default=128, description="ancestry width, a multiple of head_dim, at most 1024")
+    head_dim: int = Field(default=32, description="attention head size, 8..256")
+    rank: int = Field(default=32, description="learngene rank r, 1..hidden_size")
+    patch_size: int = Field(default=4, description="must divide the dataset's image side")
+    steps: int = Field(default=4000, description="training steps, 1..200000")
+    widths: list[int] = Field(default_factory=list, description="extra trained prefix widths (width-aware)")
+    batch_size: int = Field(default=64, description="1..1024")
+    lr: float = Field(default=5e-4, description="learning rate, (0, 1]")
+    warmup: int = Field(default=200, description="linear warm-up steps, 0..steps")
+    ema_decay: float = Field(default=0.999, description="0 <= ema_decay < 1")
+    seed: int = 0
+    eval_images: int = Field(default=500, description="held-out images per evaluation, 8..10000")
+    name: str = Field(default="learngene", description="id prefix: lowercase letters, digits, dashes")
+
+
 class Progress(BaseModel):
     phase: str | None
     step: int
@@ -43,9 +65,11 @@ class Progress(BaseModel):
 
 class JobOut(BaseModel):
     id: str
+    kind: Literal["init", "pretrain"]
     status: Status
     spec: dict[str, Any]
-    learngene: str
+    learngene: str | None
+    result_learngene: str | None = None
     dataset: str
     method: str
     progress: Progress

@@ -10,7 +10,7 @@ from learngene_store import jobs as job_states
 from learngene_store.blobs import make_blob_store
 from learngene_store.catalog import ensure_builtin_datasets, register_default_learngene
 from learngene_store.db import migrate, session_factory
-from learngene_store.models import Checkpoint, Job
+from learngene_store.models import Checkpoint, Job, Learngene
 from learngene_store.settings import Settings
 from worker.runner import run_job
 
@@ -52,3 +52,26 @@ def test_run_job_once_and_only_once(tmp_path: Path, toy_learngene_dir: Path) -> 
         failed = s.get(Job, bad_id)
         assert failed.status == "failed" and failed.error and "\n" not in failed.error
         assert job_states.is_final(failed.status)
+
+
+def test_pretrain_job_registers_a_learngene(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, heartbeat_interval=0.2, torch_threads=1)
+    migrate(settings)
+    with session_factory(settings)() as s:
+        ensure_builtin_datasets(s)
+        spec = {"dataset": "digits", "depth": 2, "hidden_size": 64, "head_dim": 32, "rank": 4, "patch_size": 4,
+                "steps": 3, "widths": [32], "batch_size": 16, "lr": 1e-3, "warmup": 1, "ema_decay": 0.9, "seed": 0,
+                "eval_images": 16, "name": "unit", "image_size": 8, "in_channels": 1, "num_classes": 10}
+        job = Job(request_hash="p", spec=spec, kind="pretrain", learngene_id=None, dataset="digits",
+                  method="pretrain", total=3)
+        s.add(job)
+        s.commit()
+        job_id = job.id
+    outcome = run_job(settings, job_id)
+    assert outcome.startswith("succeeded: unit-"), outcome
+    with session_factory(settings)() as s:
+        done = s.get(Job, job_id)
+        lg = s.get(Learngene, done.result_learngene_id)
+        assert lg is not None and lg.rank == 4 and lg.widths == [32, 64] and lg.steps == 3
+        assert make_blob_store(settings).local_path(lg.sha256).stat().st_size == lg.bytes
+    assert not (tmp_path / "work" / f"pretrain-{job_id}").exists()

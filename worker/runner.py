@@ -18,6 +18,7 @@ from learngene_store.settings import Settings
 from worker.inputs import dataset_name, learngene_file
 from worker.lease import Lease
 from worker.outputs import export_diffusers_zip, store_files
+from worker.pretrain_job import execute_pretrain, pretrain_dir
 
 log = logging.getLogger(__name__)
 
@@ -42,49 +43,31 @@ def run_job(settings: Settings, job_id: str) -> str:
         return f"skipped: {claim.reason}"
     assert claim.job is not None
     job: Job = claim.job
-    work = settings.work_dir / f"{job_id}-{claim.lease[:8]}"
+    pretraining = job.kind == "pretrain"
+    work = pretrain_dir(settings, job_id) if pretraining else settings.work_dir / f"{job_id}-{claim.lease[:8]}"
     store = make_blob_store(settings)
     lease = Lease(settings, job_id, claim.lease)
+    outcome = "abandoned: crashed"
     try:
         with lease:
-            outcome = _execute(settings, job, work, store, lease)
+            outcome = _guarded(settings, job, lease, execute_pretrain if pretraining else _execute_init, work, store)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not (pretraining and outcome.startswith("abandoned")):  # a pre-training run may resume here
+            shutil.rmtree(work, ignore_errors=True)
     return outcome
 
 
-def _execute(settings: Settings, job: Job, work: Path, store, lease: Lease) -> str:  # type: ignore[no-untyped-def]
+def _guarded(settings: Settings, job: Job, lease: Lease, run, work: Path, store) -> str:  # type: ignore[no-untyped-def]
+    """Run a job body; turn cancel and errors into registry states (unless the lease was lost)."""
     import torch
 
-    from fine.pipeline import JobCanceled, init_descendant  # torch is imported here, in the worker only
+    from fine.training import JobCanceled  # torch is imported here, in the worker only
 
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-
     Session = session_factory(settings)
-    spec = job.spec
     try:
-        lease.set_phase("loading")
-        with Session() as session:
-            lg_path = learngene_file(session, store, job.learngene_id, work)
-            dataset = dataset_name(session, store, job.dataset, work)
-        result = init_descendant(
-            lg_path, dataset, spec["depth"], spec["hidden_size"], method=spec["method"],
-            sigma_steps=spec["sigma_steps"], subset_size=spec["subset_size"],
-            finetune_steps=spec["finetune_steps"], seed=spec["seed"], train_bias=spec["train_bias"],
-            batch_size=spec["batch_size"], eval_images=spec["eval_images"],
-            sample_steps=spec.get("sample_steps", 50), out_dir=work / "out",
-            progress=lease.progress, should_stop=lease.should_stop,
-        )
-        if lease.should_stop():
-            raise JobCanceled("canceled after training")
-        lease.set_phase("saving")
-        files = dict(result.files)
-        dense_dir = Path(files["dense"]).parent
-        zipped = export_diffusers_zip(dense_dir)
-        if zipped is not None:
-            files["diffusers"] = zipped
-        rows = store_files(store, files)
+        return run(settings, job, work, store, lease)
     except JobCanceled:
         lease.stop()
         if lease.lost:
@@ -100,6 +83,34 @@ def _execute(settings: Settings, job: Job, work: Path, store, lease: Lease) -> s
         with Session() as session:
             job_states.fail(session, job.id, lease.lease, _one_line(e))
         return f"failed: {_one_line(e)}"
+
+
+def _execute_init(settings: Settings, job: Job, work: Path, store, lease: Lease) -> str:  # type: ignore[no-untyped-def]
+    from fine.pipeline import JobCanceled, init_descendant
+
+    Session = session_factory(settings)
+    spec = job.spec
+    lease.set_phase("loading")
+    with Session() as session:
+        assert job.learngene_id is not None
+        lg_path = learngene_file(session, store, job.learngene_id, work)
+        dataset = dataset_name(session, store, job.dataset, work)
+    result = init_descendant(
+        lg_path, dataset, spec["depth"], spec["hidden_size"], method=spec["method"],
+        sigma_steps=spec["sigma_steps"], subset_size=spec["subset_size"],
+        finetune_steps=spec["finetune_steps"], seed=spec["seed"], train_bias=spec["train_bias"],
+        batch_size=spec["batch_size"], eval_images=spec["eval_images"],
+        sample_steps=spec.get("sample_steps", 50), out_dir=work / "out",
+        progress=lease.progress, should_stop=lease.should_stop,
+    )
+    if lease.should_stop():
+        raise JobCanceled("canceled after training")
+    lease.set_phase("saving")
+    files = dict(result.files)
+    zipped = export_diffusers_zip(Path(files["dense"]).parent)
+    if zipped is not None:
+        files["diffusers"] = zipped
+    rows = store_files(store, files)
     lease.stop()
     checkpoint = {"learngene_id": job.learngene_id, "method": spec["method"], "dataset": job.dataset,
                   "depth": spec["depth"], "hidden_size": spec["hidden_size"], "config": result.config,

@@ -40,8 +40,9 @@ def get_checkpoint(ckpt_id: str, session: SessionDep) -> CheckpointOut:
     return checkpoint_out(_get(session, ckpt_id))
 
 
-@router.api_route("/{ckpt_id}/file", methods=["GET", "HEAD"],
-                  responses={200: {"content": {"application/octet-stream": {}}}, 206: {}, 304: {}, 416: {}})
+@router.head("/{ckpt_id}/file", include_in_schema=False)
+@router.get("/{ckpt_id}/file", response_class=Response,
+            responses={200: {"content": {"application/octet-stream": {}}}, 206: {}, 304: {}, 409: {}, 416: {}})
 def download(ckpt_id: str, request: Request, session: SessionDep, store: StoreDep,
              format: Format = "dense") -> Response:
     """The checkpoint file; `ETag` is its sha256, `Range` resumes a partial download."""

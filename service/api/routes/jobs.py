@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from sqlalchemy import and_, or_, select
-from sqlalchemy.exc import IntegrityError
 
 from learngene_store import jobs as job_states
-from learngene_store.broker import enqueue_job
 from learngene_store.models import Job
 from service.deps import CeleryDep, JsonBody, OwnerDep, SessionDep, SettingsDep
 from service.errors import Problem
 from service.jobs_view import job_out
-from service.metrics import JOBS_SUBMITTED
 from service.pagination import decode_cursor, encode_cursor
 from service.schemas import JobOut, JobSpec, Page, Status
+from service.submit import submit
 from service.validation import validate_spec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -41,54 +37,28 @@ def create_job(spec: JobSpec, response: Response, session: SessionDep, settings:
                idempotency_key: Annotated[str | None, Header(max_length=256)] = None) -> JobOut:
     """Validate a spec and queue a job; 202 + Location. Repeating a request with the same
     `Idempotency-Key` returns the same job instead of a new one."""
-    request_hash = hashlib.sha256(json.dumps(spec.model_dump(), sort_keys=True).encode()).hexdigest()
-    if idempotency_key is not None:
-        prior = _replay(session, owner, idempotency_key, request_hash)
-        if prior is not None:
-            response.headers["Location"] = f"/v1/jobs/{prior.id}"
-            response.headers["Idempotent-Replayed"] = "true"
-            return job_out(prior)
-    resolved = validate_spec(session, spec)
-    job = Job(owner=owner, idempotency_key=idempotency_key, request_hash=request_hash,
-              spec={**resolved.spec, "warnings": resolved.warnings}, learngene_id=resolved.learngene.id,
-              dataset=spec.dataset, method=spec.method, status="queued", step=0,
-              total=(spec.sigma_steps if spec.method == "fine" else 0) + spec.finetune_steps, attempts=0, cancel_requested=False)
-    session.add(job)
-    try:
-        session.commit()
-    except IntegrityError:  # the same key raced us: answer as a replay
-        session.rollback()
-        prior = _replay(session, owner, idempotency_key or "", request_hash)
-        if prior is None:
-            raise
-        response.headers["Location"] = f"/v1/jobs/{prior.id}"
-        response.headers["Idempotent-Replayed"] = "true"
-        return job_out(prior)
-    try:
-        enqueue_job(celery, settings, job.id)
-        job_states.mark_dispatched(session, job.id)
-    except Exception as e:  # accepted is never lost: the reaper re-sends undispatched jobs
-        log.warning("job %s stored but not yet dispatched (%s); the reaper will retry", job.id, e)
-    JOBS_SUBMITTED.inc()
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return job_out(_get(session, job.id))
 
+    def build() -> dict:
+        resolved = validate_spec(session, spec)
+        return {"spec": {**resolved.spec, "warnings": resolved.warnings}, "learngene_id": resolved.learngene.id,
+                "dataset": spec.dataset, "method": spec.method,
+                "total": (spec.sigma_steps if spec.method == "fine" else 0) + spec.finetune_steps}
 
-def _replay(session: SessionDep, owner: str, key: str, request_hash: str) -> Job | None:
-    prior = session.execute(select(Job).where(Job.owner == owner, Job.idempotency_key == key)).scalar_one_or_none()
-    if prior is not None and prior.request_hash != request_hash:
-        raise Problem(422, f"Idempotency-Key {key!r} was already used for a different request (job {prior.id}); "
-                           "use a new key for a new job", type_="idempotency-key-reused")
-    return prior
+    job = submit(session, settings, celery, response, owner=owner, idempotency_key=idempotency_key, kind="init",
+                 body=spec.model_dump(), build=build)
+    return job_out(job)
 
 
 @router.get("", response_model=Page[JobOut])
 def list_jobs(session: SessionDep, request: Request, response: Response,
               status: Status | None = None, learngene: str | None = None, dataset: str | None = None,
-              method: str | None = None, cursor: str | None = None,
+              method: str | None = None, kind: Literal["init", "pretrain"] | None = None,
+              cursor: str | None = None,
               limit: Annotated[int, Query(ge=1, le=100)] = 20) -> Page[JobOut]:
     """Newest first; pass `next_cursor` back as `cursor` for the next page."""
     q = select(Job)
+    if kind is not None:
+        q = q.where(Job.kind == kind)
     for col, value in ((Job.status, status), (Job.learngene_id, learngene), (Job.dataset, dataset),
                        (Job.method, method)):
         if value is not None:

@@ -5,18 +5,29 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, Header, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from starlette.datastructures import UploadFile as StarletteUploadFile
+from starlette.formparsers import MultiPartException
 
-from learngene_store.blobs import BlobCorrupt, BlobMissing
+from learngene_store.blobs import BlobCorrupt, BlobMissing, BlobStore
 from learngene_store.catalog import DuplicateLearngene, register_learngene
 from learngene_store.learngene_meta import LearngeneMetaError, normalize, read_safetensors_header
 from learngene_store.models import Checkpoint, Learngene
-from service.deps import OwnerDep, SessionDep, SettingsDep, StoreDep
+from learngene_store.settings import Settings
+from service.deps import CeleryDep, OwnerDep, SessionDep, SettingsDep, StoreDep
 from service.downloads import serve_blob
 from service.errors import Problem
-from service.schemas import DescendantOut, LearngeneDetail, LearngeneOut
-from service.uploads import check_declared_size, spooled
+from service.jobs_view import job_out
+from service.schemas import DescendantOut, LearngeneDetail, LearngeneOut, PretrainSpec
+from service.submit import submit
+from service.uploads import spooled
+from service.validation import validate_pretrain
 
 router = APIRouter(prefix="/v1/learngenes", tags=["learngenes"])
 
@@ -56,7 +67,8 @@ def get_learngene(lg_id: str, session: SessionDep) -> LearngeneDetail:
     return LearngeneDetail(**_summary(lg, len(desc)), meta=lg.meta, descendants=desc)
 
 
-@router.api_route("/{lg_id}/file", methods=["GET", "HEAD"])
+@router.head("/{lg_id}/file", include_in_schema=False)
+@router.get("/{lg_id}/file", response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}})
 def download_learngene(lg_id: str, request: Request, session: SessionDep, store: StoreDep) -> Response:
     lg = _get(session, lg_id)
     try:
@@ -66,15 +78,73 @@ def download_learngene(lg_id: str, request: Request, session: SessionDep, store:
     return serve_blob(request, path, lg.sha256, "application/octet-stream", f"{lg.id}.safetensors")
 
 
-@router.post("", status_code=201, response_model=LearngeneDetail,
-             responses={409: {"description": "already registered"}, 413: {}, 422: {}})
-def register(request: Request, response: Response, session: SessionDep, store: StoreDep, settings: SettingsDep,
-             owner: OwnerDep, file: Annotated[UploadFile, File(description="learngene.safetensors")],
-             config: Annotated[str | None, Form(description="config.json sidecar as JSON text")] = None,
-             ) -> LearngeneDetail:
-    """Register a learngene set: the safetensors file, with its metadata either in the file's
-    `__metadata__` or in a `config` form field (the `config.json` sidecar)."""
-    check_declared_size(request, settings.max_upload_bytes)
+REGISTER_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": {
+                "type": "object", "required": ["file"],
+                "properties": {"file": {"type": "string", "format": "binary",
+                                        "description": "learngene.safetensors"},
+                               "config": {"type": "string", "description": "config.json sidecar as JSON text"}}}},
+            "application/json": {"schema": PretrainSpec.model_json_schema()},
+        },
+    },
+    "responses": {"201": {"description": "uploaded set registered"},
+                  "202": {"description": "pre-training job queued; it registers the set when it succeeds"}},
+}
+
+
+@router.post("", status_code=201, response_model=None, openapi_extra=REGISTER_DOC,
+             responses={409: {"description": "already registered"}, 413: {}, 415: {}, 422: {}})
+async def register(request: Request, session: SessionDep, store: StoreDep, settings: SettingsDep,
+                   celery: CeleryDep, owner: OwnerDep,
+                   idempotency_key: Annotated[str | None, Header(max_length=256)] = None) -> Response:
+    """Register a learngene set, either
+
+    - **upload** (`multipart/form-data`): the safetensors `file`, its metadata in the file's
+      `__metadata__` or in a `config` field (the `config.json` sidecar) -> 201; or
+    - **pre-train** (`application/json`, a `PretrainSpec`): queue a pre-training job -> 202 +
+      `Location` of the job; when it succeeds its learngene set is registered and linked from it.
+    """
+    media = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if media == "application/json" or media.endswith("+json"):
+        try:
+            spec = PretrainSpec.model_validate_json(await request.body())
+        except ValidationError as e:
+            raise RequestValidationError(e.errors(include_url=False)) from None
+        response = Response(status_code=202)
+        job = await run_in_threadpool(
+            submit, session, settings, celery, response, owner=owner, idempotency_key=idempotency_key,
+            kind="pretrain", body=spec.model_dump(),
+            build=lambda: {"spec": validate_pretrain(session, spec), "learngene_id": None,
+                           "dataset": spec.dataset, "method": "pretrain", "total": spec.steps})
+        body = job_out(job).model_dump(mode="json")
+        headers = {k: v for k, v in response.headers.items() if k in ("location", "idempotent-replayed")}
+        return JSONResponse(body, status_code=202, headers=headers)
+    if media != "multipart/form-data":
+        raise Problem(415, "POST a learngene set as multipart/form-data (field 'file', optional 'config'), or a "
+                           f"pre-training spec as application/json (got {media or 'no Content-Type'})")
+    try:
+        form = await request.form(max_files=1, max_fields=4)
+    except MultiPartException as e:
+        raise Problem(400, f"malformed multipart body ({e.message}); send field 'file' (and optionally 'config')",
+                      type_="bad-multipart") from None
+    upload = form.get("file")
+    config = form.get("config")
+    if not isinstance(upload, StarletteUploadFile):
+        raise Problem(422, "file: required field is missing; send the learngene.safetensors as form field 'file'",
+                      type_="invalid-learngene")
+    if config is not None and not isinstance(config, str):
+        raise Problem(422, "config: send the config.json sidecar as a text field", type_="invalid-learngene")
+    lg = await run_in_threadpool(_register_upload, session, store, settings, owner, upload, config)
+    detail = LearngeneDetail(**_summary(lg, 0), meta=lg.meta, descendants=[])
+    return JSONResponse(detail.model_dump(mode="json"), status_code=201,
+                        headers={"Location": f"/v1/learngenes/{lg.id}"})
+
+
+def _register_upload(session: Session, store: BlobStore, settings: Settings, owner: str,
+                     file: StarletteUploadFile, config: str | None) -> Learngene:
     sidecar: dict = {}
     if config:
         try:
@@ -87,18 +157,15 @@ def register(request: Request, response: Response, session: SessionDep, store: S
         try:
             header = read_safetensors_header(path)
             _check_layout(header, path)
-            meta = {k: v for k, v in (header.get("__metadata__") or {}).items()}
-            meta = {k: _maybe_json(v) for k, v in meta.items()}
+            meta = {k: _maybe_json(v) for k, v in (header.get("__metadata__") or {}).items()}
             meta.update(sidecar)
             meta = normalize(meta, file.filename or "upload")
-            lg = register_learngene(session, store, path, meta, owner=owner)
+            return register_learngene(session, store, path, meta, owner=owner)
         except LearngeneMetaError as e:
             raise Problem(422, str(e), type_="invalid-learngene") from None
         except DuplicateLearngene as e:
             raise Problem(409, f"{e}; see /v1/learngenes/{e.existing.id}", type_="learngene-exists",
                           headers={"Location": f"/v1/learngenes/{e.existing.id}"}) from None
-    response.headers["Location"] = f"/v1/learngenes/{lg.id}"
-    return LearngeneDetail(**_summary(lg, 0), meta=lg.meta, descendants=[])
 
 
 def _maybe_json(v: object) -> object:

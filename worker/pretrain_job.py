@@ -1,0 +1,68 @@
+"""A pre-training job: train an ancestry with `fine.pretrain`, then register its learngene set.
+
+The work directory is stable per job (not per attempt): `fine.pretrain` checkpoints into it, so
+an attempt re-queued after a worker died on this host resumes instead of starting over.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from learngene_store import jobs as job_states
+from learngene_store.blobs import BlobStore
+from learngene_store.catalog import DuplicateLearngene, register_learngene
+from learngene_store.db import session_factory
+from learngene_store.learngene_meta import normalize
+from learngene_store.models import Job
+from learngene_store.settings import Settings
+from worker.inputs import dataset_name
+from worker.lease import Lease
+
+
+def pretrain_dir(settings: Settings, job_id: str) -> Path:
+    return settings.work_dir / f"pretrain-{job_id}"
+
+
+def execute_pretrain(settings: Settings, job: Job, work: Path, store: BlobStore, lease: Lease) -> str:
+    """Returns 'succeeded: <learngene id>' or raises (JobCanceled, or the library's error)."""
+    from fine.config import DiTConfig
+    from fine.data import load
+    from fine.formats import read_learngene_metadata
+    from fine.pretrain import PretrainConfig, pretrain
+    from fine.training import JobCanceled, OptimConfig
+
+    Session = session_factory(settings)
+    spec = job.spec
+    lease.set_phase("loading")
+    with Session() as session:
+        dataset = dataset_name(session, store, job.dataset, work)
+    cfg = DiTConfig(image_size=spec["image_size"], in_channels=spec["in_channels"], patch_size=spec["patch_size"],
+                    depth=spec["depth"], hidden_size=spec["hidden_size"], head_dim=spec["head_dim"],
+                    num_classes=spec["num_classes"], rank=spec["rank"])
+    train, test = load(dataset, "train"), load(dataset, "test")
+    every = max(1, min(250, spec["steps"]))
+    pcfg = PretrainConfig(steps=spec["steps"], widths=spec["widths"], ema_decay=spec["ema_decay"], seed=spec["seed"],
+                          ckpt_every=every, eval_every=every, eval_images=spec["eval_images"], name=spec["name"])
+    optim = OptimConfig(lr=spec["lr"], warmup=spec["warmup"], batch_size=spec["batch_size"])
+
+    def progress(phase: str, step: int, total: int, loss: float | None) -> None:
+        lease.progress(phase, step, total, loss)
+        if lease.should_stop():
+            raise JobCanceled(f"{phase} canceled at step {step}/{total}")
+
+    pretrain(work / "run", cfg, train, test, pcfg, optim, progress=progress)
+    if lease.should_stop():
+        raise JobCanceled("canceled after training")
+    lease.set_phase("registering")
+    path = work / "run" / "learngene" / "learngene.safetensors"
+    meta = normalize(read_learngene_metadata(path), path.name)
+    with Session() as session:
+        try:
+            lg_id = register_learngene(session, store, path, meta, owner=job.owner).id
+        except DuplicateLearngene as e:
+            lg_id = e.existing.id
+    lease.stop()
+    with Session() as session:
+        if not job_states.succeed_pretrain(session, job.id, lease.lease, lg_id):
+            return "abandoned: lease lost before registration"
+    return f"succeeded: {lg_id}"
