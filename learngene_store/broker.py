@@ -18,12 +18,14 @@ def make_celery(settings: Settings) -> Celery:
     transport_options: dict[str, object] = {}
     if settings.embedded:
         base = settings.broker_dir
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (base / sub).mkdir(parents=True, exist_ok=True)
         transport_options = {
             "data_folder_in": str(base / "queue"),
             "data_folder_out": str(base / "queue"),
             "processed_folder": str(base / "processed"),
+            # kombu otherwise writes its exchange table to ./control in the working directory
+            "control_folder": str(base / "control"),
             "store_processed": False,
             "polling_interval": 0.5,
         }
