@@ -13,6 +13,7 @@ import asyncio
 import json
 import platform
 import secrets
+import shutil
 import statistics
 import tempfile
 import time
@@ -133,6 +134,7 @@ def main() -> None:
             drop_database(db_name)
         if prefix:
             clear_redis_prefix(prefix)
+        shutil.rmtree(home, ignore_errors=True)
     text = json.dumps(result, indent=2)
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,8 @@ def test_submit_poll_download(service: Service, client: httpx.Client) -> None:
     assert done["status"] == "succeeded", done
     assert done["progress"]["phase"] == "done" and done["progress"]["step"] == done["progress"]["total"] > 0
     assert done["attempts"] == 1
+    t = done["timings"]
+    assert 0 <= t["queued_s"] <= t["total_s"] and 0 < t["running_s"] <= t["total_s"]
 
     ckpt = client.get(f"/v1/checkpoints/{done['checkpoint_id']}").json()
     assert ckpt["job_id"] == job["id"] and ckpt["depth"] == 3 and ckpt["hidden_size"] == 64

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
-from learngene_store.models import Job
+from learngene_store.models import Job, utcnow
 from service.schemas import JobOut, Progress
+
+
+def timings(job: Job) -> dict[str, float]:
+    """Seconds spent queued and running (the latest attempt), so far or in total."""
+    now = utcnow()
+    end = job.finished_at or now
+    out: dict[str, float] = {"total_s": round((end - job.created_at).total_seconds(), 3)}
+    if job.started_at is not None:
+        out["queued_s"] = round((job.started_at - job.created_at).total_seconds(), 3)
+        out["running_s"] = round((end - job.started_at).total_seconds(), 3)
+    return out
 
 
 def job_out(job: Job) -> JobOut:
@@ -23,5 +34,5 @@ def job_out(job: Job) -> JobOut:
         attempts=job.attempts, cancel_requested=job.cancel_requested, error=job.error,
         worker_id=job.worker_id, created_at=job.created_at, started_at=job.started_at,
         finished_at=job.finished_at, heartbeat_at=job.heartbeat_at, checkpoint_id=ckpt_id,
-        warnings=warnings, links=links,
+        timings=timings(job), warnings=warnings, links=links,
     )

@@ -82,6 +82,7 @@ class JobOut(BaseModel):
     finished_at: datetime | None
     heartbeat_at: datetime | None
     checkpoint_id: str | None
+    timings: dict[str, float] = Field(default_factory=dict, description="queued_s, running_s, total_s")
     warnings: list[str] = []
     links: dict[str, str]
 
