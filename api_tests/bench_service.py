@@ -87,6 +87,8 @@ def main() -> None:
     ap.add_argument("--descendants", type=int, default=10)
     ap.add_argument("--job", type=json.loads, default={"dataset": "digits", "hidden_size": 64, "sigma_steps": 50,
                                                        "subset_size": 256, "eval_images": 0, "sample_steps": 10})
+    ap.add_argument("--depth", type=int, default=None, help="one depth for every descendant (default: varied)")
+    ap.add_argument("--skip-latency", action="store_true", help="only run the descendant jobs")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
 
@@ -105,6 +107,8 @@ def main() -> None:
         lg = svc.client.get("/v1/learngenes").json()[0]
         result["learngene_id"], result["learngene_bytes"] = lg["id"], lg["bytes"]
         # 1. latency with the worker idle (no worker: jobs stay queued)
+        if a.skip_latency:
+            a.seconds = 0.5
         probe = svc.client.post("/v1/jobs", json={**a.job, "depth": 2}).json()
         result["get_job"] = asyncio.run(fixed_rate(svc.base, "GET", f"/v1/jobs/{probe['id']}", None, a.rate,
                                                    a.seconds))
@@ -118,7 +122,7 @@ def main() -> None:
                 svc.client.post(f"/v1/jobs/{job['id']}/cancel")
         # 2. descendants: wall time, bytes factored vs dense, worker memory
         worker = svc.start_worker()
-        depths = [1 + i % max(1, lg["depth"] * 2) for i in range(a.descendants)]
+        depths = [a.depth or 1 + i % max(1, lg["depth"] * 2) for i in range(a.descendants)]
         jobs = run_jobs(svc, [{**a.job, "depth": d, "seed": i} for i, d in enumerate(depths)])
         result["worker_peak_rss_mb"] = round(peak_rss_mb(worker.pid), 1)
         result["jobs"] = jobs
