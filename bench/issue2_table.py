@@ -39,19 +39,32 @@ def runs(methods: list[str], lg_id: str) -> list[Run]:
     return out
 
 
+def steps_to_match(run: dict, full_step: int, scratch: dict | None) -> str:
+    """First scratch step whose held-out loss (training curve, same n) is at or below this point's."""
+    if scratch is None:
+        return "n/a"
+    phase = "full" if full_step else "sigma"
+    step = full_step if full_step else run["sigma_steps"]
+    target = next(c["heldout"] for c in run["curve"] if c["phase"] == phase and c["step"] == step)
+    hit = next((c["step"] for c in scratch["curve"] if c["phase"] == "full" and c["heldout"] <= target), None)
+    return str(hit) if hit is not None else f"> {scratch['full_steps']}"
+
+
 def report() -> None:
     recs = [json.loads(line) for line in (OUT / "runs.jsonl").read_text().splitlines() if line.strip()]
     floor = json.loads((OUT / "floor.json").read_text()) if (OUT / "floor.json").exists() else {}
-    lines = ["| depth | width | method | training budget | held-out MSE | FD-FMNIST | KID-FMNIST |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| depth | width | method | training budget | held-out MSE | FD-FMNIST | KID-FMNIST | scratch steps to match |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for depth, width in SIZES:
         for r in sorted(recs, key=lambda r: r["method"]):
             if (r["depth"], r["width"]) != (depth, width):
                 continue
+            scratch = next((q for q in recs if q["method"] == "scratch" and (q["depth"], q["width"]) == (depth, width)), None)
             for step, m in sorted(r["points"].items(), key=lambda kv: int(kv[0])):
                 budget = f"sigma {r['sigma_steps']} + {step} full" if r["method"] == "fine" else f"{step} full"
+                match = steps_to_match(r, int(step), scratch) if r["method"] == "fine" else ""
                 lines.append(f"| {depth} | {width} | {r['method']} | {budget} | {m['heldout']:.4f} "
-                             f"| {m.get('fd_fmnist', float('nan')):.2f} | {m.get('kid_fmnist', float('nan')):.4f} |")
+                             f"| {m.get('fd_fmnist', float('nan')):.2f} | {m.get('kid_fmnist', float('nan')):.4f} | {match} |")
     if floor:
         fd, kid = floor.get("fd_fmnist", float("nan")), floor.get("kid_fmnist", float("nan"))
         lines.append(f"\nFloor (real train vs real test, n={floor.get('n')}): FD-FMNIST {fd:.2f}, KID-FMNIST {kid:.4f}")
