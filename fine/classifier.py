@@ -7,7 +7,6 @@ weights are committed with their sha256. Inputs are float images in [-1, 1], (N,
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fine.data import ImageData, batches
+from fine.formats import sha256_file
 
 MIN_SIDE = 8
 POOLED = 3  # the last feature map is average-pooled to POOLED x POOLED whatever the input size
@@ -176,12 +176,7 @@ def accuracy(model: Classifier, data: ImageData, batch_size: int = 500) -> float
 
 
 # -- persistence ---------------------------------------------------------------------------------
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+file_sha256 = sha256_file  # one implementation of the file hash, kept under its old name
 
 
 def save_classifier(model: Classifier, path: str | Path, extra: dict[str, str] | None = None) -> str:
