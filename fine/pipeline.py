@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from fine.assembly import FACTORED_METHODS, METHODS, assemble
+from fine.assembly import METHODS, assemble
 from fine.data import DataError, ImageData, load, parse_name
 from fine.diffusion import Diffusion
 from fine.formats import LearngeneSet, load_learngene, save_dense, save_factored
@@ -179,5 +179,3 @@ def init_descendant(
     files["metrics"] = out / "metrics.json"
     return InitResult(files=files, metrics=metrics, config=config, timings=timings)
 
-
-assert set(FACTORED_METHODS) <= set(METHODS)
