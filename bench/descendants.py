@@ -14,11 +14,12 @@ from pathlib import Path
 
 import torch
 
-from fine.assembly import assemble
+from fine.assembly import assemble, truncate_rank
 from fine.data import ImageData
 from fine.diffusion import Diffusion
 from fine.formats import LearngeneSet
 from fine.metrics import floor, heldout_loss, load_feature_classifier, named, sample_quality
+from fine.pipeline import new_task, sample_grid
 from fine.training import OptimConfig, sigma_stage, train_all
 
 
@@ -33,8 +34,9 @@ class Run:
     full_steps: int = 500  # dense steps after the sigma stage (scratch: its whole budget)
     fd_at: tuple[int, ...] = ()  # full-step counts at which FD is measured (0 = right after init/sigma)
     train_bias: bool = True
-    sigma_init: str = "interp"  # fine only: interp | random | constant | linear
+    sigma_init: str = "interp"  # fine only: interp (= trained) | random | constant | linear
     learngene: str = ""
+    rank: int = 0  # fine only: 0 = the learngene's rank, else its top-`rank` components (fine.assembly.truncate_rank)
 
     def key(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -73,8 +75,11 @@ def fd_floor(train: ImageData, test: ImageData, dataset: str, n: int) -> dict:
 
 
 def apply_sigma_init(model, kind: str, seed: int) -> None:
-    """Ablation: replace the interpolated sigma of a fine descendant (the paper's variants)."""
-    if kind == "interp":
+    """Ablation: replace the interpolated (trained) sigma of a fine descendant (the paper's variants).
+
+    `linear` is not applied here: it is the least-squares line over depth, i.e. TLEG's assembly.
+    """
+    if kind in ("interp", "linear"):
         return
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -88,11 +93,15 @@ def apply_sigma_init(model, kind: str, seed: int) -> None:
                 raise ValueError(kind)
 
 
-def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecfg: EvalConfig) -> dict:
+def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecfg: EvalConfig,
+              grid: Path | None = None) -> dict:
+    """Train one descendant, measuring along the way; `grid`: also save a sample grid PNG of the final model."""
     t0 = time.time()
     torch.manual_seed(run.seed)
     subset = train.subset(ecfg.subset, seed=run.seed)
-    model = assemble(lg.model, run.depth, run.width, run.method, seed=run.seed)
+    ancestry = truncate_rank(lg.model, run.rank) if run.rank else lg.model
+    method = "tleg" if run.method == "fine" and run.sigma_init == "linear" else run.method
+    model = assemble(ancestry, run.depth, run.width, method, seed=run.seed)
     diffusion = Diffusion()
     curve: list[dict] = []
     points: dict[str, dict] = {}  # full-step count -> measurements
@@ -108,7 +117,8 @@ def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecf
         def on_sigma(_phase: str, step: int, _total: int, _loss: float | None) -> None:
             if step % ecfg.curve_every == 0 or step == run.sigma_steps:
                 record("sigma", step, model)
-        sigma_stage(model, subset, run.sigma_steps, train_bias=run.train_bias,
+        # A target with labels the ancestry never saw also trains the label table (as the service does).
+        sigma_stage(model, subset, run.sigma_steps, train_bias=run.train_bias, train_labels=new_task(lg, subset, run.dataset),
                     optim=OptimConfig(lr=3e-3, warmup=20, batch_size=ecfg.batch_size), seed=run.seed, progress=on_sigma)
     if 0 in run.fd_at:
         points["0"] = measure(model, test, run.dataset, ecfg, run.seed)
@@ -126,6 +136,9 @@ def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecf
         train_all(model, subset, run.full_steps, optim=OptimConfig(lr=1e-3, warmup=50, batch_size=ecfg.batch_size),
                   seed=run.seed + 1, progress=on_full)
     final = curve[-1]["heldout"]
+    if grid is not None:
+        sample_grid(model, grid, per_class=4, steps=ecfg.fd_steps, cfg_scale=ecfg.cfg_scale, seed=run.seed,
+                    classes=sorted(test.labels.unique().tolist()))
     return {**asdict(run), "heldout": final, "curve": curve, "points": points, "seconds": round(time.time() - t0, 1),
             "eval": asdict(ecfg)}
 

@@ -41,10 +41,11 @@ def _timed(fn, repeats: int, warmup: int = 2) -> list[float]:
     return times
 
 
-def matmul_rate(n: int, repeats: int) -> dict:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_rate(n: int, repeats: int, dtype: torch.dtype = torch.float32) -> dict:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     times = _timed(lambda: a @ b, repeats)
-    return {"case": "matmul", "n": n, "s": statistics.median(times), "gflop": 2 * n**3 / 1e9}
+    case = "matmul" if dtype == torch.float32 else "matmul_bf16"
+    return {"case": case, "n": n, "s": statistics.median(times), "gflop": 2 * n**3 / 1e9}
 
 
 def model_for(case: str, depth: int, width: int, rank: int) -> DiT:
@@ -54,19 +55,21 @@ def model_for(case: str, depth: int, width: int, rank: int) -> DiT:
     return assemble(anc, depth, width, "fine")
 
 
-def step_case(case: str, depth: int, width: int, rank: int, batch: int, repeats: int) -> dict:
+def step_case(case: str, depth: int, width: int, rank: int, batch: int, repeats: int,
+              compile_: bool = False, precision: str = "fp32") -> dict:
     torch.manual_seed(0)
     model = model_for("dense" if case == "dense" else "fine", depth, width, rank)
     diffusion = Diffusion()
+    net = torch.compile(model) if compile_ else model
+    cast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
     x = torch.randn(batch, 1, 28, 28)
     y = torch.randint(0, 10, (batch,))
     if case == "sample":
         model.eval()
-        dense = model
 
         def step() -> None:
-            with torch.no_grad():  # one DDIM step with classifier-free guidance = 2 forwards
-                diffusion.guided_eps(dense, x, torch.full((batch,), 500), y, 2.0, 10)
+            with torch.no_grad(), cast:  # one DDIM step with classifier-free guidance = 2 forwards
+                diffusion.guided_eps(net, x, torch.full((batch,), 500), y, 2.0, 10)
 
     else:
         if case == "sigma":
@@ -81,17 +84,26 @@ def step_case(case: str, depth: int, width: int, rank: int, batch: int, repeats:
         g = torch.Generator().manual_seed(0)
 
         def step() -> None:
-            loss = diffusion.loss(model, x, y, generator=g)
+            with cast:
+                loss = diffusion.loss(net, x, y, generator=g)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
 
+    if compile_:
+        t = time.perf_counter()
+        step()  # compile outside the timed steps; FLOPs are counted on the eager model
+        compile_s = time.perf_counter() - t
+        net_compiled, net = net, model
     with FlopCounterMode(display=False) as counter:
         step()
     flops = counter.get_total_flops()
+    if compile_:
+        net = net_compiled
     times = _timed(step, repeats)
     return {
         "case": case, "depth": depth, "width": width, "rank": rank if case != "dense" else None, "batch": batch,
+        "compile": compile_, "precision": precision, **({"compile_s": compile_s} if compile_ else {}),
         "s": statistics.median(times), "s_min": min(times), "gflop": flops / 1e9,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -99,10 +111,11 @@ def step_case(case: str, depth: int, width: int, rank: int, batch: int, repeats:
 
 def child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
-    if args.case == "matmul":
-        out = matmul_rate(args.matmul_n, args.repeats)
+    if args.case in ("matmul", "matmul_bf16"):
+        out = matmul_rate(args.matmul_n, args.repeats, torch.float32 if args.case == "matmul" else torch.bfloat16)
     else:
-        out = step_case(args.case, args.depth, args.width, args.rank, args.batch, args.repeats)
+        out = step_case(args.case, args.depth, args.width, args.rank, args.batch, args.repeats,
+                        compile_=args.compile, precision=args.precision)
     out["gflops"] = out["gflop"] / out["s"]
     out["threads"] = args.threads
     print(json.dumps(out))
@@ -118,15 +131,19 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--matmul-n", type=int, default=1024)
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 = CPU autocast")
+    p.add_argument("--cases", default="matmul,dense,sigma,sample")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "speed.json")
     args = p.parse_args()
     if args.case:
         return child(args)
     rows = []
-    for case in ("matmul", "dense", "sigma", "sample"):
+    for case in args.cases.split(","):
         cmd = [sys.executable, __file__, "--case", case, "--depth", str(args.depth), "--width", str(args.width),
                "--rank", str(args.rank), "--batch", str(args.batch), "--repeats", str(args.repeats),
-               "--threads", str(args.threads), "--matmul-n", str(args.matmul_n)]
+               "--threads", str(args.threads), "--matmul-n", str(args.matmul_n), "--precision", args.precision]
+        cmd += ["--compile"] if args.compile else []
         row = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
         rows.append(row)
         print(f"{row['case']:>12}: {row['s'] * 1000:8.1f} ms  {row['gflops']:6.1f} GFLOP/s"
@@ -137,12 +154,14 @@ def main() -> None:
         "rows": rows,
     }
     by = {r["case"]: r for r in rows}
-    result["sigma_over_dense_time"] = by["sigma"]["s"] / by["dense"]["s"]
-    result["dense_gflops_over_matmul"] = by["dense"]["gflops"] / by["matmul"]["gflops"]
+    if {"sigma", "dense", "matmul"} <= by.keys():
+        result["sigma_over_dense_time"] = by["sigma"]["s"] / by["dense"]["s"]
+        result["dense_gflops_over_matmul"] = by["dense"]["gflops"] / by["matmul"]["gflops"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"sigma/dense time {result['sigma_over_dense_time']:.2f}; dense at "
-          f"{100 * result['dense_gflops_over_matmul']:.0f}% of the matmul rate -> {args.out}")
+    if "sigma_over_dense_time" in result:
+        print(f"sigma/dense time {result['sigma_over_dense_time']:.2f}; dense at "
+              f"{100 * result['dense_gflops_over_matmul']:.0f}% of the matmul rate -> {args.out}")
 
 
 if __name__ == "__main__":

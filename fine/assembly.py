@@ -182,3 +182,30 @@ def assemble(
     model = DiT(cfg, base_grid=base_grid)
     model.load_state_dict({k: v.clone() for k, v in state.items()})
     return model
+
+
+@torch.no_grad()
+def truncate_rank(ancestry: DiT, rank: int) -> DiT:
+    """The ancestry with each learngene cut to its `rank` strongest components.
+
+    A component k of type t is scored by mean_l |sigma_t,k(l)| * |u_k| * |v_k|, its average
+    contribution to the layers' weights; U, V and every layer's sigma keep the top `rank`.
+    """
+    if ancestry.genes is None or ancestry.cfg.rank is None:
+        raise ValueError("the ancestry must be a learngene-backed (factored) model")
+    if not 1 <= rank <= ancestry.cfg.rank:
+        raise ValueError(f"rank must be in 1..{ancestry.cfg.rank}, got {rank}")
+    state = {k: v.clone() for k, v in ancestry.state_dict().items()}
+    for kind, gene in ancestry.genes.items():
+        sigmas = torch.stack([b.linears()[kind].sigma for b in ancestry.blocks])  # (L, r)
+        score = sigmas.abs().mean(0) * gene.U.norm(dim=0) * gene.V.norm(dim=0)
+        keep = score.argsort(descending=True)[:rank].sort().values
+        state[f"genes.{kind}.U"] = gene.U[:, keep].clone()
+        state[f"genes.{kind}.V"] = gene.V[:, keep].clone()
+        for i in range(ancestry.cfg.depth):
+            key = next(k for k in state if k.startswith(f"blocks.{i}.") and k.endswith(".sigma")
+                       and ancestry.get_submodule(k[: -len(".sigma")]) is ancestry.blocks[i].linears()[kind])
+            state[key] = state[key][keep].clone()
+    model = DiT(ancestry.cfg.replace(rank=rank), base_grid=ancestry.base_grid)
+    model.load_state_dict(state)
+    return model

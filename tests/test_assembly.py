@@ -2,7 +2,7 @@ import pytest
 import torch
 from conftest import batch, randomize_
 
-from fine.assembly import assemble, evenly_spaced_layers, interpolate_layers, linear_fit_layers
+from fine.assembly import assemble, evenly_spaced_layers, interpolate_layers, linear_fit_layers, truncate_rank
 from fine.config import DiTConfig
 from fine.model import DiT
 from fine.width import hidden_index, slice_state
@@ -109,3 +109,21 @@ def test_other_image_size_and_channels(ancestry: DiT) -> None:
     torch.testing.assert_close(out[:, 0], out[:, 1])
     torch.testing.assert_close(out[:, 0:1], gray_model(x, t, y), atol=1e-4, rtol=1e-4)
     assert desc.y_embedder.embedding_table.weight.shape == (6, 64)
+
+
+def test_truncate_rank_keeps_the_strongest_components() -> None:
+    anc = randomize_(DiT(DiTConfig(depth=3, hidden_size=64, rank=64)), scale=0.5).eval()
+    x, t, y = batch(anc.cfg)
+    assert torch.equal(truncate_rank(anc, 64).eval()(x, t, y), anc(x, t, y))
+    with torch.no_grad():  # component 7 contributes nothing anywhere: cutting one component drops exactly it
+        for b in anc.blocks:
+            for lin in b.linears().values():
+                lin.sigma[7] = 0.0
+    cut = truncate_rank(anc, 63).eval()
+    assert cut.cfg.rank == 63 and cut.genes["fc1"].U.shape == (256, 63)
+    ref = anc(x, t, y)
+    scale = ref.abs().max()
+    assert (cut(x, t, y) - ref).abs().max() < 1e-5 * scale  # only summation order differs
+    assert (truncate_rank(anc, 16).eval()(x, t, y) - ref).abs().max() > 1e-2 * scale
+    with pytest.raises(ValueError, match="rank must be in"):
+        truncate_rank(anc, 65)

@@ -1,0 +1,266 @@
+"""Issue 4 size table: FINE vs scratch, weight-selection and TLEG at every depth and width.
+
+    python bench/size_table.py --profile quick                 # < 15 min, one seed, small budgets
+    nohup python bench/size_table.py --profile full --shard 0/2 > logs/size0.log &   # hours, resumable
+    python bench/size_table.py --profile full --report          # table.md, table.csv, PNGs
+
+Every method trains on the same fixed 5,000-image subset with the same optimiser settings.
+FINE gets its sigma stage and then K full steps; the others get K full steps; scratch also gets
+10 K. One run per (method, size, seed) records its held-out curve and the measurements at every
+K, so a run is never repeated to read off a smaller budget. Runs are appended to
+`<out>/runs.jsonl` and skipped when already there: interrupt, resume and shard freely.
+The new-task table uses the same machinery (`--profile new-task-fmnist59 | new-task-mnist5k`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from descendants import EvalConfig, Run, append, done_keys, fd_floor, train_run  # noqa: E402
+
+from fine.data import load  # noqa: E402
+from fine.formats import load_learngene  # noqa: E402
+from fine.metrics import metric_suffix  # noqa: E402
+
+DEFAULT_LG = ROOT / "learngenes" / "default" / "learngene.safetensors"
+METHODS = ("fine", "tleg", "weight-selection", "scratch")
+
+
+@dataclass(frozen=True)
+class Profile:
+    out: str
+    sizes: tuple[tuple[int, int], ...]  # (depth, width)
+    budgets: tuple[int, ...]  # K: full steps after init (after the sigma stage for fine)
+    sigma_steps: int
+    scratch_factor: int = 10
+    seeds: tuple[int, ...] = (0,)
+    headline: tuple[tuple[int, int], ...] = ()  # sizes that get every seed; the rest get seeds[0]
+    dataset: str = "fashion-mnist"
+    learngene: str = str(DEFAULT_LG)
+    methods: tuple[str, ...] = METHODS
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+FULL_SIZES = ((1, 128), (2, 128), (4, 128), (6, 128), (8, 128), (12, 128), (6, 64), (6, 96))
+PROFILES = {
+    "full": Profile("size_table", FULL_SIZES, (0, 500, 2000), 300, seeds=(0, 1),
+                    headline=((2, 128), (6, 128), (6, 64))),
+    # Fewer sizes, one seed and 1/20 of the budgets, so that it finishes in < 15 minutes on one core.
+    "quick": Profile("size_table_quick", ((1, 128), (2, 128), (2, 64)), (0, 100), 100,
+                     eval=EvalConfig(heldout_n=500, curve_every=50, fd_n=200, fd_steps=20)),
+    "new-task-fmnist59": Profile("new_task_fmnist59", ((2, 128), (6, 128)), (0, 500), 300, scratch_factor=10,
+                                 dataset="fashion-mnist:5-9",
+                                 learngene=str(ROOT / "learngenes" / "fmnist04" / "learngene.safetensors")),
+    "new-task-mnist5k": Profile("new_task_mnist5k", ((2, 128), (6, 128)), (0, 500), 300, scratch_factor=10,
+                                dataset="mnist-5k"),
+}
+
+
+def planned_runs(prof: Profile, lg_id: str) -> list[Run]:
+    """Every run of the profile, cheapest first (so a partial full profile has whole rows)."""
+    kmax = max(prof.budgets)
+    out = []
+    for depth, width in prof.sizes:
+        seeds = prof.seeds if (depth, width) in prof.headline else prof.seeds[:1]
+        for seed in seeds:
+            for method in prof.methods:
+                common = {"depth": depth, "width": width, "seed": seed, "dataset": prof.dataset}
+                if method == "scratch":
+                    points = sorted({k for k in prof.budgets if k} | {prof.scratch_factor * k for k in prof.budgets if k})
+                    out.append(Run("scratch", sigma_steps=0, full_steps=prof.scratch_factor * kmax, fd_at=tuple(points),
+                                   **common))
+                else:
+                    out.append(Run(method, full_steps=kmax, fd_at=prof.budgets, learngene=lg_id,
+                                   sigma_steps=prof.sigma_steps if method == "fine" else 0, **common))
+    return sorted(out, key=lambda r: (r.depth * (r.full_steps + r.sigma_steps), r.seed))
+
+
+def run_name(r: dict | Run) -> str:
+    r = r if isinstance(r, dict) else r.__dict__
+    return f"{r['method']}_d{r['depth']}_w{r['width']}_s{r['seed']}"
+
+
+# -- report --------------------------------------------------------------------------------------
+def _mean_spread(values: list[float]) -> tuple[float, float | None]:
+    return statistics.fmean(values), (max(values) - min(values) if len(values) > 1 else None)
+
+
+def _fmt(values: list[float], digits: int) -> str:
+    if not values:
+        return "–"
+    m, spread = _mean_spread(values)
+    return f"{m:.{digits}f}" + (f" ± {spread / 2:.{digits}f}" if spread is not None else "")
+
+
+def budget_label(method: str, k: int, sigma_steps: int) -> str:
+    return f"σ{sigma_steps} + {k}" if method == "fine" else f"{k}"
+
+
+def point_rows(recs: list[dict], suffix: str) -> list[dict]:
+    """One row per (size, method, budget) with every seed's measurements."""
+    rows: dict[tuple, dict] = {}
+    for r in recs:
+        for k, m in r["points"].items():
+            key = (r["depth"], r["width"], r["method"], int(k))
+            row = rows.setdefault(key, {"depth": r["depth"], "width": r["width"], "method": r["method"], "k": int(k),
+                                        "sigma_steps": r["sigma_steps"], "seeds": [], "heldout": [], "fd": [], "kid": []})
+            row["seeds"].append(r["seed"])
+            row["heldout"].append(m["heldout"])
+            if f"fd_{suffix}" in m:
+                row["fd"].append(m[f"fd_{suffix}"])
+                row["kid"].append(m[f"kid_{suffix}"])
+    return [rows[k] for k in sorted(rows, key=lambda k: (k[1] != 128, k[0], k[1], METHODS.index(k[2]), k[3]))]
+
+
+def scratch_steps_to_match(recs: list[dict], row: dict) -> str:
+    """First scratch curve step (seed 0) whose held-out loss is at or below this row's seed-0 loss."""
+    scratch = next((r for r in recs if r["method"] == "scratch" and r["seed"] == 0
+                    and (r["depth"], r["width"]) == (row["depth"], row["width"])), None)
+    own = next((r for r in recs if r["method"] == row["method"] and r["seed"] == 0
+                and (r["depth"], r["width"]) == (row["depth"], row["width"])), None)
+    if scratch is None or own is None or row["method"] == "scratch":
+        return ""
+    target = own["points"][str(row["k"])]["heldout"]
+    hit = next((c["step"] for c in scratch["curve"] if c["phase"] == "full" and c["heldout"] <= target), None)
+    return str(hit) if hit is not None else f"> {scratch['full_steps']}"
+
+
+def results_dir(prof: Profile) -> Path:
+    return ROOT / "bench" / "results" / prof.out  # an absolute prof.out wins (tests)
+
+
+def report(prof: Profile) -> None:
+    out = results_dir(prof)
+    recs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines() if line.strip()]
+    suffix = metric_suffix(prof.dataset) or "fd"
+    floor = json.loads((out / "floor.json").read_text()) if (out / "floor.json").exists() else {}
+    rows = point_rows(recs, suffix)
+    lines = [f"# {prof.out}: {prof.dataset}, learngene `{Path(prof.learngene).parent.name}`", "",
+             f"Command: `python bench/size_table.py --profile {next((k for k, v in PROFILES.items() if v == prof), '?')}` "
+             f"(then `--report`). Budget K = full training steps; FINE first trains sigma (+ block biases) "
+             f"for {prof.sigma_steps} steps. Held-out = diffusion MSE on {2 * prof.eval.heldout_n} fixed "
+             f"(x0, t, noise) test triples; FD/KID on {prof.eval.fd_n} samples (DDIM {prof.eval.fd_steps}, "
+             f"guidance {prof.eval.cfg_scale}) in the committed classifier's features. Mean ± half-range over "
+             "seeds where there are two. 'scratch steps to match' = first scratch step (curve, seed 0) "
+             "with held-out loss at or below the row's.", "",
+             f"| depth | width | method | budget K | seeds | held-out MSE | FD-{suffix.upper()} | KID | scratch steps to match |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        budget = budget_label(row["method"], row["k"], row["sigma_steps"])
+        lines.append(f"| {row['depth']} | {row['width']} | {row['method']} | {budget} "
+                     f"| {len(row['seeds'])} | {_fmt(row['heldout'], 4)} | {_fmt(row['fd'], 1)} | {_fmt(row['kid'], 3)} "
+                     f"| {scratch_steps_to_match(recs, row)} |")
+    if floor:
+        lines.append(f"\nFloor (real train vs real test, n={floor.get('n')}): FD {floor.get(f'fd_{suffix}', float('nan')):.2f}, "
+                     f"KID {floor.get(f'kid_{suffix}', float('nan')):.4f}")
+    planned = planned_runs(prof, "")
+    lines.append(f"\nRuns finished: {len(recs)} of {len(planned)} planned.")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    with open(out / "table.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["depth", "width", "method", "sigma_steps", "k", "seed", "heldout", "fd", "kid"])
+        for r in recs:
+            for k, m in sorted(r["points"].items(), key=lambda kv: int(kv[0])):
+                w.writerow([r["depth"], r["width"], r["method"], r["sigma_steps"], k, r["seed"], m["heldout"],
+                            m.get(f"fd_{suffix}", ""), m.get(f"kid_{suffix}", "")])
+    plot_curves(recs, out)
+    side_by_side(recs, out)
+    print("\n".join(lines))
+
+
+def plot_curves(recs: list[dict], out: Path) -> None:
+    """Held-out loss vs total training steps (sigma stage included), one PNG per size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for depth, width in sorted({(r["depth"], r["width"]) for r in recs}):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for r in sorted((r for r in recs if (r["depth"], r["width"]) == (depth, width) and r["seed"] == 0),
+                        key=lambda r: METHODS.index(r["method"])):
+            offset = r["sigma_steps"] if r["method"] == "fine" else 0
+            xs = [c["step"] + (offset if c["phase"] == "full" else 0) for c in r["curve"]]
+            ax.plot([max(x, 1) for x in xs], [c["heldout"] for c in r["curve"]], label=r["method"], marker=".")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("training steps (FINE: sigma stage + full)")
+        ax.set_ylabel("held-out diffusion MSE")
+        ax.set_title(f"depth {depth}, width {width}")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / f"curves_d{depth}_w{width}.png", dpi=110)
+        plt.close(fig)
+
+
+def side_by_side(recs: list[dict], out: Path) -> None:
+    """One PNG per size: each method's final sample grid next to the others, labelled."""
+    from PIL import Image, ImageDraw
+
+    for depth, width in sorted({(r["depth"], r["width"]) for r in recs}):
+        panels = []
+        for method in METHODS:
+            path = out / "samples" / f"{method}_d{depth}_w{width}_s0.png"
+            if path.exists():
+                panels.append((method, Image.open(path).convert("L")))
+        if not panels:
+            continue
+        h = max(p.height for _, p in panels) + 16
+        canvas = Image.new("L", (sum(p.width + 8 for _, p in panels), h), 255)
+        x = 0
+        draw = ImageDraw.Draw(canvas)
+        for method, p in panels:
+            draw.text((x + 2, 2), method, fill=0)
+            canvas.paste(p, (x, 16))
+            x += p.width + 8
+        canvas.save(out / f"samples_d{depth}_w{width}.png")
+
+
+# -- main ----------------------------------------------------------------------------------------
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    p.add_argument("--shard", default="0/1", help="i/n: run every n-th planned run starting at i")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--report", action="store_true", help="only write table.md, table.csv and the PNGs")
+    p.add_argument("--max-runs", type=int, default=None, help="stop after this many runs")
+    a = p.parse_args()
+    prof = PROFILES[a.profile]
+    if a.report:
+        return report(prof)
+    torch.set_num_threads(a.threads)
+    run_profile(prof, a.shard, a.max_runs, a.profile)
+    report(prof)
+
+
+def run_profile(prof: Profile, shard: str = "0/1", max_runs: int | None = None, desc: str = "runs") -> None:
+    """Run the profile's unfinished runs (this shard's share), appending each to runs.jsonl."""
+    out = results_dir(prof)
+    lg = load_learngene(Path(prof.learngene))
+    train, test = load(prof.dataset, "train"), load(prof.dataset, "test")
+    if not (out / "floor.json").exists():
+        out.mkdir(parents=True, exist_ok=True)
+        fl = fd_floor(train, test, prof.dataset, prof.eval.fd_n) | {"n": prof.eval.fd_n}
+        (out / "floor.json").write_text(json.dumps(fl) + "\n")
+    i, n = (int(v) for v in shard.split("/"))
+    done = done_keys(out / "runs.jsonl")
+    todo = [r for k, r in enumerate(planned_runs(prof, lg.id)) if k % n == i and r.key() not in done][:max_runs]
+    for run in tqdm(todo, desc=desc):
+        append(out / "runs.jsonl", train_run(run, lg, train, test, prof.eval, grid=out / "samples" / f"{run_name(run)}.png"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Toy-sized smoke tests of the issue-4 benchmark scripts: size table (report, CSV, PNGs) and savings."""
+
+import csv
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+from descendants import EvalConfig, Run, train_run  # noqa: E402
+from size_table import Profile, planned_runs, report, run_profile  # noqa: E402
+
+from fine.data import load  # noqa: E402
+
+
+def toy_profile(out: Path, learngene: Path) -> Profile:
+    return Profile(str(out), ((1, 32), (2, 64)), (0, 2), 2, scratch_factor=2, dataset="digits", learngene=str(learngene),
+                   eval=EvalConfig(subset=128, heldout_n=32, curve_every=1, fd_n=32, fd_steps=2, batch_size=16))
+
+
+def test_planned_runs_give_scratch_ten_k_and_fine_its_sigma_stage() -> None:
+    prof = Profile("x", ((2, 128),), (0, 500, 2000), 300, seeds=(0, 1), headline=((2, 128),))
+    runs = planned_runs(prof, "lg")
+    assert len(runs) == 8  # 4 methods x 2 seeds
+    scratch = [r for r in runs if r.method == "scratch"]
+    assert {r.full_steps for r in scratch} == {20000} and scratch[0].fd_at == (500, 2000, 5000, 20000)
+    fine = [r for r in runs if r.method == "fine"]
+    assert all(r.sigma_steps == 300 and r.full_steps == 2000 and r.fd_at == (0, 500, 2000) for r in fine)
+    assert all(r.sigma_steps == 0 for r in runs if r.method in ("tleg", "weight-selection"))
+
+
+def test_size_table_runs_resumes_and_reports(tmp_path, toy_learngene_dir) -> None:
+    prof = toy_profile(tmp_path / "table", toy_learngene_dir / "learngene.safetensors")
+    run_profile(prof, max_runs=5)
+    run_profile(prof)  # resumes: only the remaining runs
+    lines = (tmp_path / "table" / "runs.jsonl").read_text().splitlines()
+    assert len(lines) == len(planned_runs(prof, "")) == 8
+    report(prof)
+    rows = list(csv.DictReader(open(tmp_path / "table" / "table.csv")))
+    got = {(r["depth"], r["method"], r["k"]) for r in rows}
+    for depth in ("1", "2"):
+        for method in ("fine", "tleg", "weight-selection"):
+            assert {(depth, method, "0"), (depth, method, "2")} <= got
+        assert {(depth, "scratch", "2"), (depth, "scratch", "4")} <= got
+    table = (tmp_path / "table" / "table.md").read_text()
+    assert "Runs finished: 8 of 8" in table and "| 2 | 64 | fine | σ2 + 2 |" in table
+    for name in ("curves_d1_w32.png", "curves_d2_w64.png", "samples_d1_w32.png", "samples_d2_w64.png"):
+        assert (tmp_path / "table" / name).stat().st_size > 1000
+
+
+def test_ablation_variants_change_the_start(toy_learngene) -> None:
+    train, test = load("digits", "train"), load("digits", "test")
+    ecfg = EvalConfig(subset=64, heldout_n=32, curve_every=1, fd_n=16, fd_steps=2, batch_size=16)
+    start = {}
+    for kw in ({}, {"sigma_init": "linear"}, {"sigma_init": "constant"}, {"rank": 16}, {"train_bias": False}):
+        run = Run("fine", 2, 64, dataset="digits", sigma_steps=1, full_steps=0, fd_at=(0,), **kw)
+        start[str(kw)] = train_run(run, toy_learngene, train, test, ecfg)["curve"][0]["heldout"]
+    base = start["{}"]
+    assert start["{'train_bias': False}"] == base  # same init, differs only in what trains
+    for k in ("{'sigma_init': 'linear'}", "{'sigma_init': 'constant'}", "{'rank': 16}"):
+        assert start[k] != base, k
