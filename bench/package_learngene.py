@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fine.assembly import assemble  # noqa: E402
+from fine.data import parse_name  # noqa: E402
 from fine.formats import load_learngene  # noqa: E402
 from fine.pipeline import sample_grid  # noqa: E402
 
@@ -44,18 +45,20 @@ def main() -> None:
     widths = lg.meta.get("widths", [lg.cfg.hidden_size])
     for w in widths:
         model = assemble(lg.model, lg.cfg.depth, w, "fine").eval()
-        sample_grid(model, a.dest / f"samples_w{w}.png", per_class=10, steps=50, cfg_scale=2.0)
+        seen = parse_name(str(lg.meta.get("source_dataset", "")))[1]  # only the classes it was trained on
+        sample_grid(model, a.dest / f"samples_w{w}.png", per_class=10, steps=50, cfg_scale=2.0, classes=seen)
     evals = [json.loads(line) for line in (a.dest / "train_log.jsonl").read_text().splitlines() if "heldout_ema" in line]
     last = evals[-1]["heldout_ema"] if evals else {}
     (a.dest / "README.md").write_text(
-        f"# Default learngene set `{lg.id}`\n\n"
+        f"# Learngene set `{lg.id}` (`learngenes/{a.dest.name}`)\n\n"
         f"- sha256 `{lg.sha256}` ({(a.dest / 'learngene.safetensors').stat().st_size} bytes)\n"
         f"- ancestry: depth {lg.cfg.depth}, width {lg.cfg.hidden_size}, head size {lg.cfg.head_dim}, "
         f"rank {lg.cfg.rank}, patch {lg.cfg.patch_size}, {lg.cfg.image_size}x{lg.cfg.image_size}x{lg.cfg.in_channels}\n"
         f"- trained on `{lg.meta.get('source_dataset')}` for {lg.meta.get('steps')} steps at batch "
         f"{lg.meta.get('batch_size')}, lr {lg.meta.get('lr')}, EMA {lg.meta.get('ema_decay')} (the EMA weights are stored)\n"
-        f"- width-aware: every step trains the prefix widths {widths} (sandwich rule)\n"
-        f"- held-out MSE of the EMA weights at the last evaluation, per width: "
+        + (f"- width-aware: every step trains the prefix widths {widths} (sandwich rule)\n" if len(widths) > 1
+           else "- plain: trained at its full width only\n")
+        + "- held-out MSE of the EMA weights at the last evaluation, per width: "
         + ", ".join(f"w{k}: {v:.4f}" for k, v in last.items()) + "\n\n"
         f"Command (re-run it to resume from `train_state.pt` in the run directory):\n\n    {a.command}\n\n"
         "Files: `train_log.jsonl` (per-step loss per width, periodic held-out loss), `loss_curve.png`, "

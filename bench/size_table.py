@@ -59,7 +59,7 @@ PROFILES = {
     "full": Profile("size_table", FULL_SIZES, (0, 500, 2000), 300, seeds=(0, 1),
                     headline=((2, 128), (6, 128), (6, 64))),
     # Fewer sizes, one seed and 1/20 of the budgets, so that it finishes in < 15 minutes on one core.
-    "quick": Profile("size_table_quick", ((1, 128), (2, 128), (2, 64)), (0, 100), 100,
+    "quick": Profile("size_table_quick", ((1, 128), (2, 128), (1, 64)), (0, 100), 100,
                      eval=EvalConfig(heldout_n=500, curve_every=50, fd_n=200, fd_steps=20)),
     "new-task-fmnist59": Profile("new_task_fmnist59", ((2, 128), (6, 128)), (0, 500), 300, scratch_factor=10,
                                  dataset="fashion-mnist:5-9",

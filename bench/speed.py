@@ -28,6 +28,7 @@ from fine.assembly import assemble  # noqa: E402
 from fine.config import DiTConfig  # noqa: E402
 from fine.diffusion import Diffusion  # noqa: E402
 from fine.model import DiT  # noqa: E402
+from fine.training import WidthAwareLoss, default_widths  # noqa: E402
 
 
 def _timed(fn, repeats: int, warmup: int = 2) -> list[float]:
@@ -59,13 +60,18 @@ def step_case(case: str, depth: int, width: int, rank: int, batch: int, repeats:
               compile_: bool = False, precision: str = "fp32") -> dict:
     torch.manual_seed(0)
     model = model_for("dense" if case == "dense" else "fine", depth, width, rank)
+    if case == "ancestry":  # one width-aware pre-training step of a factored ancestry (all widths)
+        sandwich = WidthAwareLoss(model, default_widths(model.cfg))
     diffusion = Diffusion()
     net = torch.compile(model) if compile_ else model
     cast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
     x = torch.randn(batch, 1, 28, 28)
     y = torch.randint(0, 10, (batch,))
-    if case == "sample":
+    if case in ("sample", "sample_dense"):
         model.eval()
+        if case == "sample_dense":  # materialise every factored weight once, before sampling
+            model = model.materialize().eval()
+            net = torch.compile(model) if compile_ else model
 
         def step() -> None:
             with torch.no_grad(), cast:  # one DDIM step with classifier-free guidance = 2 forwards
@@ -85,7 +91,7 @@ def step_case(case: str, depth: int, width: int, rank: int, batch: int, repeats:
 
         def step() -> None:
             with cast:
-                loss = diffusion.loss(net, x, y, generator=g)
+                loss = sandwich(x, y, g)[0] if case == "ancestry" else diffusion.loss(net, x, y, generator=g)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -109,9 +115,49 @@ def step_case(case: str, depth: int, width: int, rank: int, batch: int, repeats:
     }
 
 
+def paired(depth: int, width: int, rank: int, batch: int, repeats: int, compile_: bool) -> dict:
+    """Dense and sigma-stage steps alternated in one process: their time ratio is robust to machine drift."""
+    torch.manual_seed(0)
+    x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
+    steps = {}
+    for case in ("dense", "sigma"):
+        model = model_for("dense" if case == "dense" else "fine", depth, width, rank)
+        if case == "sigma":
+            for p in model.parameters():
+                p.requires_grad_(False)
+            for p in model.sigma_parameters() + model.block_bias_parameters():
+                p.requires_grad_(True)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=1e-4)
+        net = torch.compile(model) if compile_ else model
+        gen = torch.Generator().manual_seed(0)
+
+        def step(net=net, opt=opt, g=gen) -> None:
+            loss = Diffusion().loss(net, x, y, generator=g)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        for _ in range(2):
+            step()
+        steps[case] = step
+    times: dict[str, list[float]] = {"dense": [], "sigma": []}
+    for _ in range(repeats):
+        for case, step in steps.items():
+            t = time.perf_counter()
+            step()
+            times[case].append(time.perf_counter() - t)
+    ratios = [s / d for s, d in zip(times["sigma"], times["dense"], strict=True)]
+    return {"case": "pair", "depth": depth, "width": width, "rank": rank, "batch": batch, "compile": compile_,
+            "s": statistics.median(times["sigma"]), "dense_s": statistics.median(times["dense"]),
+            "sigma_over_dense": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios), "gflop": 0.0}
+
+
 def child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
-    if args.case in ("matmul", "matmul_bf16"):
+    if args.case == "pair":
+        out = paired(args.depth, args.width, args.rank, args.batch, args.repeats, args.compile)
+    elif args.case in ("matmul", "matmul_bf16"):
         out = matmul_rate(args.matmul_n, args.repeats, torch.float32 if args.case == "matmul" else torch.bfloat16)
     else:
         out = step_case(args.case, args.depth, args.width, args.rank, args.batch, args.repeats,
@@ -121,8 +167,26 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps(out))
 
 
+def summarize(directory: Path) -> str:
+    """One Markdown row per (attempt, case) from the JSON files of bench/speed_attempts.sh."""
+    lines = ["| attempt | case | depth | rank | batch | threads | s / step | GFLOP/s | compile s | peak RSS MB |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for path in sorted(directory.glob("*.json"), key=lambda p: p.stat().st_mtime):
+        for r in json.loads(path.read_text())["rows"]:
+            if r["case"] == "pair":
+                lines.append(f"| {path.stem} | sigma/dense, paired: {r['sigma_over_dense']:.2f} (range {r['ratio_min']:.2f}-"
+                             f"{r['ratio_max']:.2f}) | {r['depth']} | {r['rank']} | {r['batch']} | {r['threads']} "
+                             f"| {r['s']:.3f} / {r['dense_s']:.3f} | | | |")
+                continue
+            lines.append(f"| {path.stem} | {r['case']} | {r.get('depth', '')} | {r.get('rank') or ''} | {r.get('batch', '')} "
+                         f"| {r['threads']} | {r['s']:.3f} | {r['gflops']:.1f} | {r.get('compile_s', 0):.0f} "
+                         f"| {r.get('peak_rss_mb', 0):.0f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
+    p.add_argument("--summarize", type=Path, default=None, help="print the table of a directory of results")
     p.add_argument("--case", default=None, help=argparse.SUPPRESS)
     p.add_argument("--depth", type=int, default=6)
     p.add_argument("--width", type=int, default=128)
@@ -136,6 +200,8 @@ def main() -> None:
     p.add_argument("--cases", default="matmul,dense,sigma,sample")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "speed.json")
     args = p.parse_args()
+    if args.summarize:
+        return print(summarize(args.summarize))
     if args.case:
         return child(args)
     rows = []
@@ -147,7 +213,9 @@ def main() -> None:
         row = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
         rows.append(row)
         print(f"{row['case']:>12}: {row['s'] * 1000:8.1f} ms  {row['gflops']:6.1f} GFLOP/s"
-              + (f"  peak {row['peak_rss_mb']:.0f} MB" if "peak_rss_mb" in row else ""))
+              + (f"  peak {row['peak_rss_mb']:.0f} MB" if "peak_rss_mb" in row else "")
+              + (f"  sigma/dense {row['sigma_over_dense']:.2f} [{row['ratio_min']:.2f}, {row['ratio_max']:.2f}]"
+                 if row["case"] == "pair" else ""))
     result = {
         "command": "python bench/speed.py " + " ".join(sys.argv[1:]),
         "machine": {"cpus": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__},

@@ -71,6 +71,10 @@ class Diffusion:
             raise ValueError(f"unknown sampler {sampler!r}: use 'ddim' or 'ddpm'")
         was_training = model.training
         model.eval()
+        net = model
+        if getattr(model, "genes", None) is not None:
+            # Sigma is fixed while sampling: build each dense weight once, not once per step (-10%).
+            net = model.materialize().eval()
         device = next(model.parameters()).device
         null = model.cfg.num_classes  # type: ignore[union-attr]
         x = torch.randn((y.shape[0], *shape), generator=generator).to(device)
@@ -81,7 +85,7 @@ class Diffusion:
         abar = self.alphas_cumprod
         for i, t in enumerate(ts):
             tt = torch.full((x.shape[0],), t, dtype=torch.long, device=device)
-            eps = self.guided_eps(model, x, tt, y, cfg_scale, null)
+            eps = self.guided_eps(net, x, tt, y, cfg_scale, null)
             a_t = abar[t].item()
             a_prev = abar[ts[i + 1]].item() if i + 1 < len(ts) else 1.0
             x0 = ((x - (1 - a_t) ** 0.5 * eps) / a_t**0.5).clamp(-1, 1)
