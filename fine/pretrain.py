@@ -9,15 +9,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from torch.func import functional_call
 
+from fine.assembly import assemble
 from fine.config import DiTConfig
 from fine.data import ImageData, batches
 from fine.diffusion import Diffusion
 from fine.formats import save_learngene
+from fine.metrics import heldout_loss
 from fine.model import DiT
 from fine.training import Ema, OptimConfig, ProgressFn, WidthAwareLoss, fit
-from fine.width import slice_state
 
 
 @dataclass
@@ -35,34 +35,13 @@ class PretrainConfig:
 
 
 def heldout_by_width(model: DiT, test: ImageData, widths: list[int], n: int, seed: int = 0) -> dict[int, float]:
-    """Held-out noise-prediction MSE of each prefix width on fixed (x0, t, noise) triples."""
-    diffusion = Diffusion()
-    data = test.head(n)
-    g = torch.Generator().manual_seed(seed)
-    x0 = data.as_float()
-    t = torch.randint(0, diffusion.num_timesteps, (len(data),), generator=g)
-    noise = torch.randn(x0.shape, generator=g)
-    params = dict(model.named_parameters())
+    """Held-out noise-prediction MSE of each prefix width on the same fixed (x0, t, noise) triples."""
+    data = test.head(n)  # the first n, as the logs of every pre-training run so far
     out = {}
-    was = model.training
-    model.eval()
-    with torch.no_grad():
-        for w in sorted(set(widths) | {model.cfg.hidden_size}):
-            if w == model.cfg.hidden_size:
-                net = model
-            else:
-                sub, sliced = DiT(model.cfg.replace(hidden_size=w)).eval(), slice_state(params, model.cfg, w)
-
-                def net(*a, s=sub, p=sliced):
-                    return functional_call(s, p, a)
-
-            total = 0.0
-            for i in range(0, len(data), 250):
-                sl = slice(i, i + 250)
-                loss = diffusion.loss(net, x0[sl], data.labels[sl], t=t[sl], noise=noise[sl])
-                total += loss.item() * x0[sl].shape[0]
-            out[w] = total / len(data)
-    model.train(was)
+    for w in sorted(set(widths) | {model.cfg.hidden_size}):
+        # A narrower width is evaluated as the sliced sub-network assembled at the same depth.
+        net = model if w == model.cfg.hidden_size else assemble(model, model.cfg.depth, w, "fine")
+        out[w] = heldout_loss(net, Diffusion(), data, n=len(data), seed=seed)
     return out
 
 
