@@ -52,6 +52,7 @@ class Profile:
     learngene: str = str(DEFAULT_LG)
     methods: tuple[str, ...] = METHODS
     eval: EvalConfig = field(default_factory=EvalConfig)
+    by_size: bool = False  # run order: size by size (each size's rows complete first) instead of cheapest first
 
 
 FULL_SIZES = ((1, 128), (2, 128), (4, 128), (6, 128), (8, 128), (12, 128), (6, 64), (6, 96))
@@ -63,14 +64,14 @@ PROFILES = {
                      eval=EvalConfig(heldout_n=500, curve_every=50, fd_n=200, fd_steps=20)),
     "new-task-fmnist59": Profile("new_task_fmnist59", ((2, 128), (6, 128)), (0, 500), 300, scratch_factor=10,
                                  dataset="fashion-mnist:5-9",
-                                 learngene=str(ROOT / "learngenes" / "fmnist04" / "learngene.safetensors")),
+                                 learngene=str(ROOT / "learngenes" / "fmnist04" / "learngene.safetensors"), by_size=True),
     "new-task-mnist5k": Profile("new_task_mnist5k", ((2, 128), (6, 128)), (0, 500), 300, scratch_factor=10,
-                                dataset="mnist-5k"),
+                                dataset="mnist-5k", by_size=True),
 }
 
 
 def planned_runs(prof: Profile, lg_id: str) -> list[Run]:
-    """Every run of the profile, cheapest first (so a partial full profile has whole rows)."""
+    """Every run of the profile, cheapest first (so a partial full profile has whole rows), or size by size."""
     kmax = max(prof.budgets)
     out = []
     for depth, width in prof.sizes:
@@ -85,7 +86,10 @@ def planned_runs(prof: Profile, lg_id: str) -> list[Run]:
                 else:
                     out.append(Run(method, full_steps=kmax, fd_at=prof.budgets, learngene=lg_id,
                                    sigma_steps=prof.sigma_steps if method == "fine" else 0, **common))
-    return sorted(out, key=lambda r: (r.depth * (r.full_steps + r.sigma_steps), r.seed))
+    if prof.by_size:
+        return sorted(out, key=lambda r: (r.depth * r.width, r.seed, r.full_steps + r.sigma_steps))
+    # Seed 0 of every size before any second seed; within a seed, by training FLOPs (~ depth * width^2 * steps).
+    return sorted(out, key=lambda r: (r.seed, r.depth * r.width**2 * (r.full_steps + r.sigma_steps)))
 
 
 def run_name(r: dict | Run) -> str:
