@@ -20,6 +20,7 @@ import json
 import statistics
 import sys
 from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 
 import torch
@@ -80,9 +81,7 @@ def planned_runs(prof: Profile, lg_id: str) -> list[Run]:
             for method in prof.methods:
                 common = {"depth": depth, "width": width, "seed": seed, "dataset": prof.dataset}
                 if method == "scratch":
-                    points = sorted({k for k in prof.budgets if k} | {prof.scratch_factor * k for k in prof.budgets if k})
-                    out.append(Run("scratch", sigma_steps=0, full_steps=prof.scratch_factor * kmax, fd_at=tuple(points),
-                                   **common))
+                    out += scratch_runs(prof, common)
                 else:
                     out.append(Run(method, full_steps=kmax, fd_at=prof.budgets, learngene=lg_id,
                                    sigma_steps=prof.sigma_steps if method == "fine" else 0, **common))
@@ -90,6 +89,21 @@ def planned_runs(prof: Profile, lg_id: str) -> list[Run]:
         return sorted(out, key=lambda r: (r.depth * r.width, r.seed, r.full_steps + r.sigma_steps))
     # Seed 0 of every size before any second seed; within a seed, by training FLOPs (~ depth * width^2 * steps).
     return sorted(out, key=lambda r: (r.seed, r.depth * r.width**2 * (r.full_steps + r.sigma_steps)))
+
+
+def scratch_runs(prof: Profile, common: dict) -> list[Run]:
+    """One scratch run per budget 10 K, each measuring the points above the previous one.
+
+    The learning rate is constant after warm-up, so a shorter run is the prefix of a longer one:
+    splitting costs some repeated steps but lets the cheap points land hours before the 20,000-step run.
+    """
+    points = sorted({k for k in prof.budgets if k} | {prof.scratch_factor * k for k in prof.budgets if k})
+    runs, below = [], 0
+    for budget in sorted({prof.scratch_factor * k for k in prof.budgets if k}):
+        runs.append(Run("scratch", sigma_steps=0, full_steps=budget,
+                        fd_at=tuple(p for p in points if below < p <= budget), **common))
+        below = budget
+    return runs
 
 
 def run_name(r: dict | Run) -> str:
@@ -129,12 +143,17 @@ def point_rows(recs: list[dict], suffix: str) -> list[dict]:
     return [rows[k] for k in sorted(rows, key=lambda k: (k[1] != 128, k[0], k[1], METHODS.index(k[2]), k[3]))]
 
 
+def longest(recs: list[dict], method: str, size: tuple[int, int], seed: int = 0) -> dict | None:
+    """The seed's longest run of this method and size (scratch runs are split by budget; the longest has the whole curve)."""
+    mine = [r for r in recs if r["method"] == method and r["seed"] == seed and (r["depth"], r["width"]) == size]
+    return max(mine, key=lambda r: r["full_steps"], default=None)
+
+
 def scratch_steps_to_match(recs: list[dict], row: dict) -> str:
     """First scratch curve step (seed 0) whose held-out loss is at or below this row's seed-0 loss."""
-    scratch = next((r for r in recs if r["method"] == "scratch" and r["seed"] == 0
-                    and (r["depth"], r["width"]) == (row["depth"], row["width"])), None)
-    own = next((r for r in recs if r["method"] == row["method"] and r["seed"] == 0
-                and (r["depth"], r["width"]) == (row["depth"], row["width"])), None)
+    size = (row["depth"], row["width"])
+    scratch = longest(recs, "scratch", size)
+    own = longest(recs, row["method"], size)
     if scratch is None or own is None or row["method"] == "scratch":
         return ""
     target = own["points"][str(row["k"])]["heldout"]
@@ -194,8 +213,9 @@ def plot_curves(recs: list[dict], out: Path) -> None:
 
     for depth, width in sorted({(r["depth"], r["width"]) for r in recs}):
         fig, ax = plt.subplots(figsize=(6, 4))
-        for r in sorted((r for r in recs if (r["depth"], r["width"]) == (depth, width) and r["seed"] == 0),
-                        key=lambda r: METHODS.index(r["method"])):
+        for r in (longest(recs, m, (depth, width)) for m in METHODS):
+            if r is None:
+                continue
             offset = r["sigma_steps"] if r["method"] == "fine" else 0
             xs = [c["step"] + (offset if c["phase"] == "full" else 0) for c in r["curve"]]
             ax.plot([max(x, 1) for x in xs], [c["heldout"] for c in r["curve"]], label=r["method"], marker=".")
@@ -241,16 +261,23 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--report", action="store_true", help="only write table.md, table.csv and the PNGs")
     p.add_argument("--max-runs", type=int, default=None, help="stop after this many runs")
+    p.add_argument("--only", action="append", default=None, metavar="GLOB",
+                   help="only runs whose label matches, e.g. 'scratch_d1_w128_s0_n5000' or '*_d6_*' (repeatable)")
     a = p.parse_args()
     prof = PROFILES[a.profile]
     if a.report:
         return report(prof)
     torch.set_num_threads(a.threads)
-    run_profile(prof, a.shard, a.max_runs, a.profile)
+    run_profile(prof, a.shard, a.max_runs, a.profile, a.only)
     report(prof)
 
 
-def run_profile(prof: Profile, shard: str = "0/1", max_runs: int | None = None, desc: str = "runs") -> None:
+def run_label(run: Run) -> str:
+    return f"{run_name(run)}_n{run.full_steps}"
+
+
+def run_profile(prof: Profile, shard: str = "0/1", max_runs: int | None = None, desc: str = "runs",
+                only: list[str] | None = None) -> None:
     """Run the profile's unfinished runs (this shard's share), appending each to runs.jsonl."""
     out = results_dir(prof)
     lg = load_learngene(Path(prof.learngene))
@@ -261,7 +288,8 @@ def run_profile(prof: Profile, shard: str = "0/1", max_runs: int | None = None, 
         (out / "floor.json").write_text(json.dumps(fl) + "\n")
     i, n = (int(v) for v in shard.split("/"))
     done = done_keys(out / "runs.jsonl")
-    todo = [r for k, r in enumerate(planned_runs(prof, lg.id)) if k % n == i and r.key() not in done][:max_runs]
+    todo = [r for k, r in enumerate(planned_runs(prof, lg.id)) if k % n == i and r.key() not in done
+            and (not only or any(fnmatch(run_label(r), pat) for pat in only))][:max_runs]
     for run in tqdm(todo, desc=desc):
         append(out / "runs.jsonl", train_run(run, lg, train, test, prof.eval, grid=out / "samples" / f"{run_name(run)}.png"))
 

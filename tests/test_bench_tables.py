@@ -13,16 +13,17 @@ from fine.data import load  # noqa: E402
 
 
 def toy_profile(out: Path, learngene: Path) -> Profile:
-    return Profile(str(out), ((1, 32), (2, 64)), (0, 2), 2, scratch_factor=2, dataset="digits", learngene=str(learngene),
+    return Profile(str(out), ((1, 32), (2, 64)), (0, 1, 2), 2, scratch_factor=2, dataset="digits", learngene=str(learngene),
                    eval=EvalConfig(subset=128, heldout_n=32, curve_every=1, fd_n=32, fd_steps=2, batch_size=16))
 
 
 def test_planned_runs_give_scratch_ten_k_and_fine_its_sigma_stage() -> None:
     prof = Profile("x", ((2, 128),), (0, 500, 2000), 300, seeds=(0, 1), headline=((2, 128),))
     runs = planned_runs(prof, "lg")
-    assert len(runs) == 8  # 4 methods x 2 seeds
-    scratch = [r for r in runs if r.method == "scratch"]
-    assert {r.full_steps for r in scratch} == {20000} and scratch[0].fd_at == (500, 2000, 5000, 20000)
+    assert len(runs) == 10  # (3 methods + 2 scratch budgets) x 2 seeds
+    scratch = [r for r in runs if r.method == "scratch" and r.seed == 0]
+    # 10 K for K = 500 and 2000: the 5,000-step run measures every point up to it, the 20,000-step run the rest.
+    assert [(r.full_steps, r.fd_at) for r in scratch] == [(5000, (500, 2000, 5000)), (20000, (20000,))]
     fine = [r for r in runs if r.method == "fine"]
     assert all(r.sigma_steps == 300 and r.full_steps == 2000 and r.fd_at == (0, 500, 2000) for r in fine)
     assert all(r.sigma_steps == 0 for r in runs if r.method in ("tleg", "weight-selection"))
@@ -33,16 +34,16 @@ def test_size_table_runs_resumes_and_reports(tmp_path, toy_learngene_dir) -> Non
     run_profile(prof, max_runs=5)
     run_profile(prof)  # resumes: only the remaining runs
     lines = (tmp_path / "table" / "runs.jsonl").read_text().splitlines()
-    assert len(lines) == len(planned_runs(prof, "")) == 8
+    assert len(lines) == len(planned_runs(prof, "")) == 10
     report(prof)
     rows = list(csv.DictReader(open(tmp_path / "table" / "table.csv")))
     got = {(r["depth"], r["method"], r["k"]) for r in rows}
     for depth in ("1", "2"):
         for method in ("fine", "tleg", "weight-selection"):
-            assert {(depth, method, "0"), (depth, method, "2")} <= got
-        assert {(depth, "scratch", "2"), (depth, "scratch", "4")} <= got
+            assert {(depth, method, "0"), (depth, method, "1"), (depth, method, "2")} <= got
+        assert {(depth, "scratch", "1"), (depth, "scratch", "2"), (depth, "scratch", "4")} <= got
     table = (tmp_path / "table" / "table.md").read_text()
-    assert "Runs finished: 8 of 8" in table and "| 2 | 64 | fine | σ2 + 2 |" in table
+    assert "Runs finished: 10 of 10" in table and "| 2 | 64 | fine | σ2 + 2 |" in table
     for name in ("curves_d1_w32.png", "curves_d2_w64.png", "samples_d1_w32.png", "samples_d2_w64.png"):
         assert (tmp_path / "table" / name).stat().st_size > 1000
 
