@@ -60,11 +60,25 @@ def scratch_steps(scratch: dict, target: float) -> int | None:
     return next((c["step"] for c in scratch["curve"] if c["phase"] == "full" and c["heldout"] <= target), None)
 
 
+def fine_target(fine: dict, k: int | None) -> tuple[int, float]:
+    """(full steps, held-out on the curve) of a FINE run at budget K (None: the end of the run)."""
+    if k is None:
+        return fine["full_steps"], fine["heldout"]
+    if k == 0:
+        return 0, [c for c in fine["curve"] if c["phase"] != "full"][-1]["heldout"]
+    hit = next((c for c in fine["curve"] if c["phase"] == "full" and c["step"] == k), None)
+    if hit is None:
+        raise SystemExit(f"error: no curve point at K = {k} full steps in the FINE run d{fine['depth']} w{fine['width']}")
+    return k, hit["heldout"]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=Path, action="append", required=True)
     p.add_argument("--learngene", type=Path, default=ROOT / "learngenes" / "default" / "learngene.safetensors")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "savings.md")
+    p.add_argument("--k", type=int, default=None,
+                   help="FINE's budget: the target is its curve at sigma stage + K full steps (default: the run's end)")
     a = p.parse_args()
     torch.set_num_threads(1)
     lg = load_learngene(a.learngene)
@@ -93,14 +107,15 @@ def main() -> None:
             g_sigma = sigma_step_gflop(model)
             dense = model.materialize()
             g_dense = step_gflop(dense, lambda x, y, g, m=dense: Diffusion().loss(m, x, y, generator=g))
-            target = fine["heldout"]
+            k, target = fine_target(fine, a.k)
             hit = scratch_steps(scratch, target)
-            fine_cost = fine["sigma_steps"] * g_sigma + fine["full_steps"] * g_dense
+            fine_cost = fine["sigma_steps"] * g_sigma + k * g_dense
             scratch_cost = (hit if hit is not None else scratch["full_steps"]) * g_dense
             d = Path(tmp) / f"d{depth}w{width}"
             dense_b = _size(save_dense, d / "dense", dense)
             fact_b = _size_factored(d / "factored.safetensors", model, lg)
-            rows.append((depth, width, fine, target, hit, scratch, g_sigma, g_dense, fine_cost, scratch_cost, dense_b, fact_b))
+            rows.append((depth, width, fine | {"full_steps": k}, target, hit, scratch, g_sigma, g_dense, fine_cost,
+                         scratch_cost, dense_b, fact_b))
             fine_total += fine_cost
             scratch_total += scratch_cost
             dense_bytes += dense_b
@@ -109,7 +124,7 @@ def main() -> None:
     n = len(rows)
     anc_cost = anc_steps * anc_step
     lines = ["# Savings: N sizes from one learngene vs N trainings from scratch", "",
-             f"Command: `python bench/savings.py {' '.join('--runs ' + str(p) for p in a.runs)}`", "",
+             f"Command: `python bench/savings.py {' '.join(sys.argv[1:])}`", "",
              *[line for line in (__doc__ or "").splitlines()[4:15]], "",
              "| depth | width | FINE budget | target held-out (FINE) | scratch steps to reach it | GFLOP/step sigma / dense "
              "| FINE TFLOP | scratch TFLOP | dense ckpt bytes | factored ckpt bytes |",

@@ -59,3 +59,17 @@ def test_ablation_variants_change_the_start(toy_learngene) -> None:
     assert start["{'train_bias': False}"] == base  # same init, differs only in what trains
     for k in ("{'sigma_init': 'linear'}", "{'sigma_init': 'constant'}", "{'rank': 16}"):
         assert start[k] != base, k
+
+
+def test_savings_target_is_fines_curve_at_budget_k() -> None:
+    from savings import fine_target, scratch_steps
+
+    fine = {"depth": 2, "width": 64, "full_steps": 4, "heldout": 0.05,
+            "curve": [{"phase": "init", "step": 0, "heldout": 0.9}, {"phase": "sigma", "step": 3, "heldout": 0.3},
+                      {"phase": "full", "step": 2, "heldout": 0.1}, {"phase": "full", "step": 4, "heldout": 0.05}]}
+    assert fine_target(fine, None) == (4, 0.05)
+    assert fine_target(fine, 0) == (0, 0.3)  # K = 0: right after the sigma stage
+    assert fine_target(fine, 2) == (2, 0.1)
+    scratch = {"curve": [{"phase": "init", "step": 0, "heldout": 1.0}] +
+               [{"phase": "full", "step": s, "heldout": 0.5 / s} for s in (1, 2, 4, 8)]}
+    assert scratch_steps(scratch, 0.1) == 8 and scratch_steps(scratch, 0.01) is None
