@@ -143,6 +143,13 @@ def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecf
             "eval": asdict(ecfg)}
 
 
+def curve_at(rec: dict, k: int) -> float | None:
+    """Held-out loss on a run's curve after K full steps (K = 0: after init / the sigma stage)."""
+    if k == 0:
+        return [c for c in rec["curve"] if c["phase"] != "full"][-1]["heldout"]
+    return next((c["heldout"] for c in rec["curve"] if c["phase"] == "full" and c["step"] == k), None)
+
+
 def done_keys(path: Path) -> set[str]:
     if not path.exists():
         return set()

@@ -28,6 +28,10 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "bench"))
+
+from descendants import curve_at  # noqa: E402
+
 from fine.assembly import assemble  # noqa: E402
 from fine.diffusion import Diffusion  # noqa: E402
 from fine.formats import load_learngene, save_dense, save_factored  # noqa: E402
@@ -64,12 +68,10 @@ def fine_target(fine: dict, k: int | None) -> tuple[int, float]:
     """(full steps, held-out on the curve) of a FINE run at budget K (None: the end of the run)."""
     if k is None:
         return fine["full_steps"], fine["heldout"]
-    if k == 0:
-        return 0, [c for c in fine["curve"] if c["phase"] != "full"][-1]["heldout"]
-    hit = next((c for c in fine["curve"] if c["phase"] == "full" and c["step"] == k), None)
-    if hit is None:
+    value = curve_at(fine, k)
+    if value is None:
         raise SystemExit(f"error: no curve point at K = {k} full steps in the FINE run d{fine['depth']} w{fine['width']}")
-    return k, hit["heldout"]
+    return k, value
 
 
 def main() -> None:

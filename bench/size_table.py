@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from descendants import EvalConfig, Run, append, done_keys, fd_floor, train_run  # noqa: E402
+from descendants import EvalConfig, Run, append, curve_at, done_keys, fd_floor, train_run  # noqa: E402
 
 from fine.data import load  # noqa: E402
 from fine.formats import load_learngene  # noqa: E402
@@ -156,7 +156,10 @@ def scratch_steps_to_match(recs: list[dict], row: dict) -> str:
     own = longest(recs, row["method"], size)
     if scratch is None or own is None or row["method"] == "scratch":
         return ""
-    target = own["points"][str(row["k"])]["heldout"]
+    # The curve's held-out set, not the table's larger one: both sides of the comparison on the same triples.
+    target = curve_at(own, row["k"])
+    if target is None:
+        return ""
     hit = next((c["step"] for c in scratch["curve"] if c["phase"] == "full" and c["heldout"] <= target), None)
     return str(hit) if hit is not None else f"> {scratch['full_steps']}"
 
@@ -177,8 +180,8 @@ def report(prof: Profile) -> None:
              f"for {prof.sigma_steps} steps. Held-out = diffusion MSE on {2 * prof.eval.heldout_n} fixed "
              f"(x0, t, noise) test triples; FD/KID on {prof.eval.fd_n} samples (DDIM {prof.eval.fd_steps}, "
              f"guidance {prof.eval.cfg_scale}) in the committed classifier's features. Mean ± half-range over "
-             "seeds where there are two. 'scratch steps to match' = first scratch step (curve, seed 0) "
-             "with held-out loss at or below the row's.", "",
+             "seeds where there are two. 'scratch steps to match' = first scratch step (seed 0) whose held-out "
+             f"loss on the curve's {prof.eval.heldout_n}-triple set is at or below the row's run on the same set.", "",
              f"| depth | width | method | budget K | seeds | held-out MSE | FD-{suffix.upper()} | KID | scratch steps to match |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
