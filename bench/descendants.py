@@ -150,6 +150,17 @@ def curve_at(rec: dict, k: int) -> float | None:
     return next((c["heldout"] for c in rec["curve"] if c["phase"] == "full" and c["step"] == k), None)
 
 
+def scratch_steps(scratch: dict, target: float) -> int | None:
+    """First full step of a run's curve at or below `target` (None: never)."""
+    return next((c["step"] for c in scratch["curve"] if c["phase"] == "full" and c["heldout"] <= target), None)
+
+
+def longest(recs: list[dict], method: str, size: tuple[int, int], seed: int = 0) -> dict | None:
+    """The seed's longest run of this method and size (scratch runs are split by budget; the longest has the whole curve)."""
+    mine = [r for r in recs if r["method"] == method and r["seed"] == seed and (r["depth"], r["width"]) == size]
+    return max(mine, key=lambda r: r["full_steps"], default=None)
+
+
 def done_keys(path: Path) -> set[str]:
     if not path.exists():
         return set()

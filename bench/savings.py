@@ -27,10 +27,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
 sys.path.insert(0, str(ROOT / "bench"))
 
-from descendants import curve_at  # noqa: E402
+from descendants import curve_at, longest, scratch_steps  # noqa: E402
 
 from fine.assembly import assemble  # noqa: E402
 from fine.diffusion import Diffusion  # noqa: E402
@@ -58,10 +57,6 @@ def sigma_step_gflop(model) -> float:
     finally:
         for p in model.parameters():
             p.requires_grad_(True)
-
-
-def scratch_steps(scratch: dict, target: float) -> int | None:
-    return next((c["step"] for c in scratch["curve"] if c["phase"] == "full" and c["heldout"] <= target), None)
 
 
 def fine_target(fine: dict, k: int | None) -> tuple[int, float]:
@@ -93,18 +88,11 @@ def main() -> None:
     anc_step = step_gflop(anc, lambda x, y, g: wa(x, y, g)[0])
     anc_steps = int(meta.get("steps", 0))
     rows, fine_total, scratch_total, dense_bytes, factored_bytes = [], 0.0, 0.0, 0, 0
-    pairs = {}
-    for r in recs:
-        if r["method"] in ("fine", "scratch"):
-            key = (r["depth"], r["width"])
-            cur = pairs.setdefault(key, {}).get(r["method"])
-            if cur is None or r["full_steps"] > cur["full_steps"]:
-                pairs[key][r["method"]] = r
     with tempfile.TemporaryDirectory() as tmp:
-        for (depth, width), pr in sorted(pairs.items()):
-            if "fine" not in pr or "scratch" not in pr:
+        for depth, width in sorted({(r["depth"], r["width"]) for r in recs}):
+            fine, scratch = longest(recs, "fine", (depth, width)), longest(recs, "scratch", (depth, width))
+            if fine is None or scratch is None:
                 continue
-            fine, scratch = pr["fine"], pr["scratch"]
             model = assemble(lg.model, depth, width, "fine")
             g_sigma = sigma_step_gflop(model)
             dense = model.materialize()

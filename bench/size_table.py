@@ -30,7 +30,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from descendants import EvalConfig, Run, append, curve_at, done_keys, fd_floor, train_run  # noqa: E402
+from descendants import (  # noqa: E402
+    EvalConfig,
+    Run,
+    append,
+    curve_at,
+    done_keys,
+    fd_floor,
+    longest,
+    scratch_steps,
+    train_run,
+)
 
 from fine.data import load  # noqa: E402
 from fine.formats import load_learngene  # noqa: E402
@@ -97,9 +107,10 @@ def scratch_runs(prof: Profile, common: dict) -> list[Run]:
     The learning rate is constant after warm-up, so a shorter run is the prefix of a longer one:
     splitting costs some repeated steps but lets the cheap points land hours before the 20,000-step run.
     """
-    points = sorted({k for k in prof.budgets if k} | {prof.scratch_factor * k for k in prof.budgets if k})
+    budgets = sorted({prof.scratch_factor * k for k in prof.budgets if k})
+    points = sorted({k for k in prof.budgets if k} | set(budgets))
     runs, below = [], 0
-    for budget in sorted({prof.scratch_factor * k for k in prof.budgets if k}):
+    for budget in budgets:
         runs.append(Run("scratch", sigma_steps=0, full_steps=budget,
                         fd_at=tuple(p for p in points if below < p <= budget), **common))
         below = budget
@@ -143,12 +154,6 @@ def point_rows(recs: list[dict], suffix: str) -> list[dict]:
     return [rows[k] for k in sorted(rows, key=lambda k: (k[1] != 128, k[0], k[1], METHODS.index(k[2]), k[3]))]
 
 
-def longest(recs: list[dict], method: str, size: tuple[int, int], seed: int = 0) -> dict | None:
-    """The seed's longest run of this method and size (scratch runs are split by budget; the longest has the whole curve)."""
-    mine = [r for r in recs if r["method"] == method and r["seed"] == seed and (r["depth"], r["width"]) == size]
-    return max(mine, key=lambda r: r["full_steps"], default=None)
-
-
 def scratch_steps_to_match(recs: list[dict], row: dict) -> str:
     """First scratch curve step (seed 0) whose held-out loss is at or below this row's seed-0 loss."""
     size = (row["depth"], row["width"])
@@ -160,7 +165,7 @@ def scratch_steps_to_match(recs: list[dict], row: dict) -> str:
     target = curve_at(own, row["k"])
     if target is None:
         return ""
-    hit = next((c["step"] for c in scratch["curve"] if c["phase"] == "full" and c["heldout"] <= target), None)
+    hit = scratch_steps(scratch, target)
     return str(hit) if hit is not None else f"> {scratch['full_steps']}"
 
 
