@@ -20,7 +20,7 @@ from fine.diffusion import Diffusion
 from fine.formats import LearngeneSet
 from fine.metrics import floor, heldout_loss, load_feature_classifier, named, sample_quality
 from fine.pipeline import new_task, sample_grid
-from fine.training import OptimConfig, sigma_stage, train_all
+from fine.training import OptimConfig, TrainState, sigma_stage, train_all
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,19 @@ class EvalConfig:
     cfg_scale: float = 1.5
     batch_size: int = 64
     extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Checkpointing:
+    """Save a run's dense phase every `every` steps to `path`; past `deadline` (epoch seconds) save and pause."""
+
+    path: Path
+    every: int = 500
+    deadline: float | None = None
+
+
+class RunPaused(Exception):
+    """A run saved its state at the deadline and stopped; running it again continues from there."""
 
 
 def measure(model, test: ImageData, dataset: str, ecfg: EvalConfig, seed: int) -> dict:
@@ -94,8 +107,12 @@ def apply_sigma_init(model, kind: str, seed: int) -> None:
 
 
 def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecfg: EvalConfig,
-              grid: Path | None = None) -> dict:
-    """Train one descendant, measuring along the way; `grid`: also save a sample grid PNG of the final model."""
+              grid: Path | None = None, ckpt: Checkpointing | None = None) -> dict:
+    """Train one descendant, measuring along the way; `grid`: also save a sample grid PNG of the final model.
+
+    With `ckpt`, the dense phase is checkpointed and a run found there continues exactly where it
+    stopped (same batches, noise and measurements as an uninterrupted run); the file is removed at the end.
+    """
     t0 = time.time()
     torch.manual_seed(run.seed)
     subset = train.subset(ecfg.subset, seed=run.seed)
@@ -105,26 +122,47 @@ def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecf
     diffusion = Diffusion()
     curve: list[dict] = []
     points: dict[str, dict] = {}  # full-step count -> measurements
+    saved = torch.load(ckpt.path, weights_only=False) if ckpt is not None and ckpt.path.exists() else None
+    if saved is not None and saved["run"] != run.key():
+        raise ValueError(f"{ckpt.path} holds another run's state; delete it to start this run afresh")
+    seconds_before = saved["seconds"] if saved else 0.0
 
     def record(phase: str, step: int, model_now) -> None:
         curve.append({"phase": phase, "step": step,
                       "heldout": heldout_loss(model_now, diffusion, test, n=ecfg.heldout_n)})
 
-    if run.method == "fine":
-        apply_sigma_init(model, run.sigma_init, run.seed)
-    record("init", 0, model)
-    if run.method == "fine" and run.sigma_steps:
-        def on_sigma(_phase: str, step: int, _total: int, _loss: float | None) -> None:
-            if step % ecfg.curve_every == 0 or step == run.sigma_steps:
-                record("sigma", step, model)
-        # A target with labels the ancestry never saw also trains the label table (as the service does).
-        sigma_stage(model, subset, run.sigma_steps, train_bias=run.train_bias, train_labels=new_task(lg, subset, run.dataset),
-                    optim=OptimConfig(lr=3e-3, warmup=20, batch_size=ecfg.batch_size), seed=run.seed, progress=on_sigma)
-    if 0 in run.fd_at:
-        points["0"] = measure(model, test, run.dataset, ecfg, run.seed)
+    if saved is not None:  # init, sigma stage and the step-0 measurements are in the checkpoint
+        curve, points = saved["curve"], saved["points"]
+        if model.genes is not None:
+            model = model.materialize()
+        model.load_state_dict(saved["model"])
+    else:
+        if run.method == "fine":
+            apply_sigma_init(model, run.sigma_init, run.seed)
+        record("init", 0, model)
+        if run.method == "fine" and run.sigma_steps:
+            def on_sigma(_phase: str, step: int, _total: int, _loss: float | None) -> None:
+                if step % ecfg.curve_every == 0 or step == run.sigma_steps:
+                    record("sigma", step, model)
+            # A target with labels the ancestry never saw also trains the label table (as the service does).
+            sigma_stage(model, subset, run.sigma_steps, train_bias=run.train_bias,
+                        train_labels=new_task(lg, subset, run.dataset),
+                        optim=OptimConfig(lr=3e-3, warmup=20, batch_size=ecfg.batch_size), seed=run.seed,
+                        progress=on_sigma)
+        if 0 in run.fd_at:
+            points["0"] = measure(model, test, run.dataset, ecfg, run.seed)
     if run.full_steps:
         if model.genes is not None:
             model = model.materialize()
+        state_of: list = []  # the getter train_all hands over
+
+        def save(step: int) -> None:
+            state: TrainState = state_of[0]()
+            tmp = ckpt.path.with_suffix(".tmp")
+            ckpt.path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"run": run.key(), "model": model.state_dict(), "train": vars(state), "curve": curve,
+                        "points": points, "seconds": round(seconds_before + time.time() - t0, 1)}, tmp)
+            tmp.replace(ckpt.path)
 
         def on_full(_phase: str, step: int, _total: int, _loss: float | None) -> None:
             if step % ecfg.curve_every == 0 or step == run.full_steps:
@@ -132,15 +170,25 @@ def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecf
             if step in run.fd_at:
                 points[str(step)] = measure(model, test, run.dataset, ecfg, run.seed)
                 model.train()
+            if ckpt is None or step == run.full_steps:
+                return
+            late = ckpt.deadline is not None and time.time() > ckpt.deadline
+            if step % ckpt.every == 0 or late:
+                save(step)
+            if late:
+                raise RunPaused(f"paused at step {step}/{run.full_steps}; state in {ckpt.path}")
 
         train_all(model, subset, run.full_steps, optim=OptimConfig(lr=1e-3, warmup=50, batch_size=ecfg.batch_size),
-                  seed=run.seed + 1, progress=on_full)
+                  seed=run.seed + 1, progress=on_full,
+                  resume=TrainState(**saved["train"]) if saved is not None else None, on_state=state_of.append)
     final = curve[-1]["heldout"]
     if grid is not None:
         sample_grid(model, grid, per_class=4, steps=ecfg.fd_steps, cfg_scale=ecfg.cfg_scale, seed=run.seed,
                     classes=sorted(test.labels.unique().tolist()))
-    return {**asdict(run), "heldout": final, "curve": curve, "points": points, "seconds": round(time.time() - t0, 1),
-            "eval": asdict(ecfg)}
+    if ckpt is not None:
+        ckpt.path.unlink(missing_ok=True)
+    return {**asdict(run), "heldout": final, "curve": curve, "points": points,
+            "seconds": round(seconds_before + time.time() - t0, 1), "eval": asdict(ecfg)}
 
 
 def curve_at(rec: dict, k: int) -> float | None:

@@ -9,6 +9,8 @@ FINE gets its sigma stage and then K full steps; the others get K full steps; sc
 10 K. One run per (method, size, seed) records its held-out curve and the measurements at every
 K, so a run is never repeated to read off a smaller budget. Runs are appended to
 `<out>/runs.jsonl` and skipped when already there: interrupt, resume and shard freely.
+A run longer than a session: `--stop-after MINUTES` checkpoints it to `<out>/partial/` and stops;
+commit that file, and the same command on the next machine continues the run exactly.
 The new-task table uses the same machinery (`--profile new-task-fmnist59 | new-task-mnist5k`).
 """
 
@@ -19,6 +21,7 @@ import csv
 import json
 import statistics
 import sys
+import time
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
@@ -31,8 +34,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from descendants import (  # noqa: E402
+    Checkpointing,
     EvalConfig,
     Run,
+    RunPaused,
     append,
     curve_at,
     done_keys,
@@ -271,12 +276,20 @@ def main() -> None:
     p.add_argument("--max-runs", type=int, default=None, help="stop after this many runs")
     p.add_argument("--only", action="append", default=None, metavar="GLOB",
                    help="only runs whose label matches, e.g. 'scratch_d1_w128_s0_n5000' or '*_d6_*' (repeatable)")
+    p.add_argument("--stop-after", type=float, default=None, metavar="MINUTES",
+                   help="after this many minutes, checkpoint the run in progress to <out>/partial/ and stop; "
+                        "running again continues it exactly (commit partial/ to carry a run across machines)")
+    p.add_argument("--checkpoint-every", type=int, default=500, metavar="STEPS")
     a = p.parse_args()
     prof = PROFILES[a.profile]
     if a.report:
         return report(prof)
     torch.set_num_threads(a.threads)
-    run_profile(prof, a.shard, a.max_runs, a.profile, a.only)
+    deadline = time.time() + 60 * a.stop_after if a.stop_after is not None else None
+    try:
+        run_profile(prof, a.shard, a.max_runs, a.profile, a.only, deadline, a.checkpoint_every)
+    except RunPaused as e:
+        print(f"size_table: {e}", file=sys.stderr)
     report(prof)
 
 
@@ -285,8 +298,12 @@ def run_label(run: Run) -> str:
 
 
 def run_profile(prof: Profile, shard: str = "0/1", max_runs: int | None = None, desc: str = "runs",
-                only: list[str] | None = None) -> None:
-    """Run the profile's unfinished runs (this shard's share), appending each to runs.jsonl."""
+                only: list[str] | None = None, deadline: float | None = None, checkpoint_every: int = 500) -> None:
+    """Run the profile's unfinished runs (this shard's share), appending each to runs.jsonl.
+
+    Each run's dense phase is checkpointed to <out>/partial/<label>.pt and continued from there if
+    found; past `deadline` (epoch seconds) the run in progress is saved and RunPaused raised.
+    """
     out = results_dir(prof)
     lg = load_learngene(Path(prof.learngene))
     train, test = load(prof.dataset, "train"), load(prof.dataset, "test")
@@ -299,7 +316,9 @@ def run_profile(prof: Profile, shard: str = "0/1", max_runs: int | None = None, 
     todo = [r for k, r in enumerate(planned_runs(prof, lg.id)) if k % n == i and r.key() not in done
             and (not only or any(fnmatch(run_label(r), pat) for pat in only))][:max_runs]
     for run in tqdm(todo, desc=desc):
-        append(out / "runs.jsonl", train_run(run, lg, train, test, prof.eval, grid=out / "samples" / f"{run_name(run)}.png"))
+        ckpt = Checkpointing(out / "partial" / f"{run_label(run)}.pt", checkpoint_every, deadline)
+        append(out / "runs.jsonl", train_run(run, lg, train, test, prof.eval,
+                                             grid=out / "samples" / f"{run_name(run)}.png", ckpt=ckpt))
 
 
 if __name__ == "__main__":

@@ -213,13 +213,21 @@ def validate_arrays(arrays: dict[str, np.ndarray], name: str, max_images: int = 
     return ImageData(images, labels, num_classes, name)
 
 
-def batches(data: ImageData, batch_size: int, seed: int):
-    """An endless stream of shuffled (x in [-1, 1], y) batches, reproducible from the seed."""
+def batches(data: ImageData, batch_size: int, seed: int, start: int = 0):
+    """An endless stream of shuffled (x in [-1, 1], y) batches, reproducible from the seed.
+
+    `start`: begin at that batch of the stream (what a resumed run needs), without materialising the skipped ones.
+    """
     g = torch.Generator().manual_seed(seed)
     x_all, y_all = data.as_float(), data.labels
     n = len(data)
+    offsets = range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size)
+    skip_epochs, skip = divmod(start, len(offsets))
+    for _ in range(skip_epochs):  # each epoch's permutation still draws from g, so draw them
+        torch.randperm(n, generator=g)
     while True:
         perm = torch.randperm(n, generator=g)
-        for i in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
+        for i in offsets[skip:]:
             idx = perm[i : i + batch_size]
             yield x_all[idx], y_all[idx]
+        skip = 0

@@ -74,19 +74,42 @@ def fit(
     return losses
 
 
+class DiffusionLoss:
+    """The diffusion loss on an endless shuffled batch stream.
+
+    Its position and random state can be saved and restored, so a resumed run draws exactly the
+    batches, noise and label drops the uninterrupted run would have drawn.
+    """
+
+    def __init__(self, model: nn.Module, data: ImageData, batch_size: int, seed: int,
+                 diffusion: Diffusion | None = None):
+        self.model, self.data, self.batch_size, self.seed = model, data, batch_size, seed
+        self.diffusion = diffusion or Diffusion()
+        self.g = torch.Generator().manual_seed(seed + 1)
+        self.drawn = 0
+        self.stream: Iterator = batches(data, batch_size, seed)
+        self.device = next(model.parameters()).device
+
+    def __call__(self, _step: int) -> torch.Tensor:
+        x, y = next(self.stream)
+        self.drawn += 1
+        return self.diffusion.loss(self.model, x.to(self.device), y.to(self.device), generator=self.g)
+
+    def state_dict(self) -> dict:
+        # The global RNG is part of the state: the label embedder's class dropout draws from it.
+        return {"drawn": self.drawn, "noise": self.g.get_state(), "global": torch.get_rng_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.drawn = state["drawn"]
+        self.stream = batches(self.data, self.batch_size, self.seed, start=self.drawn)
+        self.g.set_state(state["noise"])
+        torch.set_rng_state(state["global"])
+
+
 def diffusion_loss_fn(
     model: nn.Module, data: ImageData, batch_size: int, seed: int, diffusion: Diffusion | None = None
 ) -> Callable[[int], torch.Tensor]:
-    diffusion = diffusion or Diffusion()
-    stream: Iterator = batches(data, batch_size, seed)
-    g = torch.Generator().manual_seed(seed + 1)
-    device = next(model.parameters()).device
-
-    def loss(_step: int) -> torch.Tensor:
-        x, y = next(stream)
-        return diffusion.loss(model, x.to(device), y.to(device), generator=g)
-
-    return loss
+    return DiffusionLoss(model, data, batch_size, seed, diffusion)
 
 
 # -- the stages of a descendant ------------------------------------------------------------------
@@ -124,6 +147,15 @@ def sigma_stage(
             p.requires_grad_(True)
 
 
+@dataclass
+class TrainState:
+    """Where a dense training run stands: enough to continue it exactly (`train_all(resume=...)`)."""
+
+    step: int
+    optimizer: dict
+    loss: dict  # DiffusionLoss.state_dict()
+
+
 def train_all(
     model: DiT,
     data: ImageData,
@@ -134,14 +166,29 @@ def train_all(
     phase: str = "finetune",
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
+    resume: TrainState | None = None,
+    on_state: Callable[[Callable[[], TrainState]], None] | None = None,
 ) -> list[float]:
-    """Train every parameter (dense fine-tuning, or training a `scratch` model)."""
+    """Train every parameter (dense fine-tuning, or training a `scratch` model).
+
+    `resume` continues from a saved state (the model's weights are the caller's to restore);
+    `on_state` receives a getter of the current state before the run starts, for checkpointing.
+    """
     optim = optim or OptimConfig(lr=1e-3, warmup=50)
     model.train()
     for p in model.parameters():
         p.requires_grad_(True)
-    loss_fn = diffusion_loss_fn(model, data, optim.batch_size, seed)
-    return fit(model.parameters(), loss_fn, steps, optim, phase, progress, should_stop)
+    params = list(model.parameters())
+    opt = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    loss_fn = DiffusionLoss(model, data, optim.batch_size, seed)
+    start = 0
+    if resume is not None:
+        opt.load_state_dict(resume.optimizer)
+        loss_fn.load_state_dict(resume.loss)
+        start = resume.step
+    if on_state is not None:
+        on_state(lambda: TrainState(loss_fn.drawn, opt.state_dict(), loss_fn.state_dict()))
+    return fit(params, loss_fn, steps, optim, phase, progress, should_stop, optimizer=opt, start_step=start)
 
 
 # -- ancestry pre-training -----------------------------------------------------------------------

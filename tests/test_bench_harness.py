@@ -1,11 +1,15 @@
 """Toy-sized smoke test of the benchmark harness (bench/descendants.py)."""
 
 import sys
+import time
 from pathlib import Path
+
+import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
-from descendants import EvalConfig, Run, append, done_keys, train_run  # noqa: E402
+from descendants import Checkpointing, EvalConfig, Run, RunPaused, append, done_keys, train_run  # noqa: E402
 
 from fine.data import load  # noqa: E402
 
@@ -25,3 +29,48 @@ def test_harness_runs_every_method_and_resumes(tmp_path, toy_learngene) -> None:
         assert phases[0] == "init" and ("sigma" in phases) == (run.method == "fine")
         append(path, rec)
     assert done_keys(path) == {r.key() for r in runs}
+
+
+def test_batches_started_midway_match_the_uninterrupted_stream() -> None:
+    from fine.data import batches
+
+    data = load("digits", "train").subset(100, seed=0)  # 6 batches of 16 per epoch: skips cross epochs
+    whole = batches(data, 16, seed=3)
+    first = [next(whole) for _ in range(20)]
+    later = batches(data, 16, seed=3, start=13)
+    for x, y in first[13:]:
+        x2, y2 = next(later)
+        assert torch.equal(x, x2) and torch.equal(y, y2)
+
+
+@pytest.mark.parametrize("method", ["fine", "scratch"])
+def test_paused_run_continues_exactly_where_it_stopped(tmp_path, toy_learngene, method) -> None:
+    train, test = load("digits", "train"), load("digits", "test")
+    ecfg = EvalConfig(subset=128, heldout_n=64, curve_every=2, fd_n=32, fd_steps=2, batch_size=16)
+    run = Run(method, 2, 32, dataset="digits", sigma_steps=3, full_steps=7, fd_at=(0, 4, 7))
+    whole = train_run(run, toy_learngene, train, test, ecfg)
+    # A deadline already past pauses the run after every step: seven sessions of one step each.
+    ckpt = Checkpointing(tmp_path / "partial" / "run.pt", every=100, deadline=time.time() - 1)
+    pauses = 0
+    while True:
+        try:
+            pieced = train_run(run, toy_learngene, train, test, ecfg, ckpt=ckpt)
+            break
+        except RunPaused:
+            pauses += 1
+            assert ckpt.path.exists()
+    assert pauses == run.full_steps - 1
+    assert not ckpt.path.exists()
+    assert pieced["curve"] == whole["curve"]
+    assert pieced["points"] == whole["points"]
+
+
+def test_a_checkpoint_of_another_run_is_refused(tmp_path, toy_learngene) -> None:
+    train, test = load("digits", "train"), load("digits", "test")
+    ecfg = EvalConfig(subset=128, heldout_n=64, curve_every=2, fd_n=32, fd_steps=2, batch_size=16)
+    ckpt = Checkpointing(tmp_path / "run.pt", every=100, deadline=time.time() - 1)
+    with pytest.raises(RunPaused):
+        train_run(Run("scratch", 2, 32, dataset="digits", full_steps=3), toy_learngene, train, test, ecfg, ckpt=ckpt)
+    with pytest.raises(ValueError, match="another run"):
+        train_run(Run("scratch", 2, 32, seed=1, dataset="digits", full_steps=3), toy_learngene, train, test, ecfg,
+                  ckpt=ckpt)
