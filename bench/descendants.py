@@ -68,7 +68,16 @@ class RunPaused(Exception):
 
 
 def measure(model, test: ImageData, dataset: str, ecfg: EvalConfig, seed: int) -> dict:
-    """Held-out loss (n = 2 x heldout_n, for a tighter estimate) and FD/KID at one budget point."""
+    """Held-out loss (n = 2 x heldout_n, for a tighter estimate) and FD/KID at one budget point.
+
+    Leaves the global RNG as it found it (building the classifier draws from it), so measuring
+    mid-run does not change the rest of the run: a 5,000-step run is the 20,000-step one's prefix.
+    """
+    with torch.random.fork_rng(devices=[]):
+        return _measure(model, test, dataset, ecfg, seed)
+
+
+def _measure(model, test: ImageData, dataset: str, ecfg: EvalConfig, seed: int) -> dict:
     out: dict = {"heldout": heldout_loss(model, Diffusion(), test, n=2 * ecfg.heldout_n)}
     clf = load_feature_classifier(dataset)
     if clf is None:

@@ -74,3 +74,17 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path, toy_learngene) -> None
     with pytest.raises(ValueError, match="another run"):
         train_run(Run("scratch", 2, 32, seed=1, dataset="digits", full_steps=3), toy_learngene, train, test, ecfg,
                   ckpt=ckpt)
+
+
+def test_measuring_mid_run_leaves_the_training_randomness_alone() -> None:
+    from descendants import measure
+
+    from fine.config import DiTConfig
+    from fine.model import DiT
+
+    test = load("fashion-mnist", "test")  # a dataset with a committed classifier, whose construction draws
+    model = DiT(DiTConfig(depth=1, hidden_size=32, rank=32))
+    before = torch.get_rng_state()
+    point = measure(model, test, "fashion-mnist", EvalConfig(heldout_n=8, fd_n=8, fd_steps=1), seed=0)
+    assert point["fd_fmnist"] > 0
+    assert torch.equal(torch.get_rng_state(), before)
