@@ -113,7 +113,7 @@ def scratch_runs(prof: Profile, common: dict) -> list[Run]:
     splitting costs some repeated steps but lets the cheap points land hours before the 20,000-step run.
     (Bit for bit since `measure` stopped drawing from the global RNG; runs finished before that fix
     part from their longer twin after the first FD point, by random draws only: depth 1 agrees to
-    0.5% at every later step.)
+    1.6% at every later step.)
     """
     budgets = sorted({prof.scratch_factor * k for k in prof.budgets if k})
     points = sorted({k for k in prof.budgets if k} | set(budgets))
