@@ -73,3 +73,25 @@ def test_savings_target_is_fines_curve_at_budget_k() -> None:
     scratch = {"curve": [{"phase": "init", "step": 0, "heldout": 1.0}] +
                [{"phase": "full", "step": s, "heldout": 0.5 / s} for s in (1, 2, 4, 8)]}
     assert scratch_steps(scratch, 0.1) == 8 and scratch_steps(scratch, 0.01) is None
+
+
+def test_claims_count_the_winner_of_each_comparison_from_seed_means(tmp_path) -> None:
+    from claims import claims, load_means
+
+    rows = [  # depth 2: fine wins K=500 only on the mean of its two seeds; scratch@5000 beats every init
+        (2, "fine", 500, 0, 0.060), (2, "fine", 500, 1, 0.070), (2, "tleg", 500, 0, 0.066),
+        (2, "weight-selection", 500, 0, 0.067), (2, "scratch", 500, 0, 0.080), (2, "scratch", 5000, 0, 0.050),
+        (4, "fine", 500, 0, 0.070), (4, "tleg", 500, 0, 0.060), (4, "weight-selection", 500, 0, 0.065),
+        (4, "scratch", 500, 0, 0.065),
+    ]
+    with (tmp_path / "table.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["depth", "width", "method", "sigma_steps", "k", "seed", "heldout", "fd", "kid"])
+        for d, m, k, s, h in rows:
+            w.writerow([d, 128, m, 300 if m == "fine" else 0, k, s, h, "", ""])
+    means = load_means(tmp_path / "table.csv")
+    assert means[(2, 128, "fine", 500)] == {"heldout": 0.065, "fd": None, "seeds": 2}
+    text = claims(means)
+    assert "| K=500 lowest MSE | fine 1, tleg 1 |" in text
+    assert "| K=500 fine vs scratch@K | fine 1, scratch 1 |" in text
+    assert "| K=500 best init vs scratch@10K | scratch 1 |" in text
