@@ -10,7 +10,8 @@ FINE gets its sigma stage and then K full steps; the others get K full steps; sc
 K, so a run is never repeated to read off a smaller budget. Runs are appended to
 `<out>/runs.jsonl` and skipped when already there: interrupt, resume and shard freely.
 A run longer than a session: `--stop-after MINUTES` checkpoints it to `<out>/partial/` and stops;
-commit that file, and the same command on the next machine continues the run exactly.
+commit that file (`git add -f`: partial/ is ignored otherwise), and the same command on the next
+machine continues the run exactly.
 The new-task table uses the same machinery (`--profile new-task-fmnist59 | new-task-mnist5k`).
 """
 
