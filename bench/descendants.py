@@ -74,21 +74,17 @@ def measure(model, test: ImageData, dataset: str, ecfg: EvalConfig, seed: int) -
     mid-run does not change the rest of the run: a 5,000-step run is the 20,000-step one's prefix.
     """
     with torch.random.fork_rng(devices=[]):
-        return _measure(model, test, dataset, ecfg, seed)
-
-
-def _measure(model, test: ImageData, dataset: str, ecfg: EvalConfig, seed: int) -> dict:
-    out: dict = {"heldout": heldout_loss(model, Diffusion(), test, n=2 * ecfg.heldout_n)}
-    clf = load_feature_classifier(dataset)
-    if clf is None:
-        return out
-    real = test.subset(ecfg.fd_n, seed=seed)
-    g = torch.Generator().manual_seed(seed)
-    y = real.labels[torch.randperm(len(real), generator=g)]
-    shape = (model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size)
-    made = torch.cat([Diffusion().sample(model, y[i : i + 250], shape, steps=ecfg.fd_steps, cfg_scale=ecfg.cfg_scale,
-                                         generator=g) for i in range(0, len(y), 250)])
-    return out | named(sample_quality(made, real, clf), dataset)
+        out: dict = {"heldout": heldout_loss(model, Diffusion(), test, n=2 * ecfg.heldout_n)}
+        clf = load_feature_classifier(dataset)
+        if clf is None:
+            return out
+        real = test.subset(ecfg.fd_n, seed=seed)
+        g = torch.Generator().manual_seed(seed)
+        y = real.labels[torch.randperm(len(real), generator=g)]
+        shape = (model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size)
+        made = torch.cat([Diffusion().sample(model, y[i : i + 250], shape, steps=ecfg.fd_steps, cfg_scale=ecfg.cfg_scale,
+                                             generator=g) for i in range(0, len(y), 250)])
+        return out | named(sample_quality(made, real, clf), dataset)
 
 
 def fd_floor(train: ImageData, test: ImageData, dataset: str, n: int) -> dict:
@@ -142,9 +138,6 @@ def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecf
 
     if saved is not None:  # init, sigma stage and the step-0 measurements are in the checkpoint
         curve, points = saved["curve"], saved["points"]
-        if model.genes is not None:
-            model = model.materialize()
-        model.load_state_dict(saved["model"])
     else:
         if run.method == "fine":
             apply_sigma_init(model, run.sigma_init, run.seed)
@@ -163,9 +156,11 @@ def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecf
     if run.full_steps:
         if model.genes is not None:
             model = model.materialize()
+        if saved is not None:
+            model.load_state_dict(saved["model"])
         state_of: list = []  # the getter train_all hands over
 
-        def save(step: int) -> None:
+        def save() -> None:
             state: TrainState = state_of[0]()
             tmp = ckpt.path.with_suffix(".tmp")
             ckpt.path.parent.mkdir(parents=True, exist_ok=True)
@@ -183,7 +178,7 @@ def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecf
                 return
             late = ckpt.deadline is not None and time.time() > ckpt.deadline
             if step % ckpt.every == 0 or late:
-                save(step)
+                save()
             if late:
                 raise RunPaused(f"paused at step {step}/{run.full_steps}; state in {ckpt.path}")
 

@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from claims import write_claims  # noqa: E402
 from descendants import (  # noqa: E402
     Checkpointing,
     EvalConfig,
@@ -216,6 +217,7 @@ def report(prof: Profile) -> None:
             for k, m in sorted(r["points"].items(), key=lambda kv: int(kv[0])):
                 w.writerow([r["depth"], r["width"], r["method"], r["sigma_steps"], k, r["seed"], m["heldout"],
                             m.get(f"fd_{suffix}", ""), m.get(f"kid_{suffix}", "")])
+    write_claims(out)  # the counts the README quotes, regenerated with the table they come from
     plot_curves(recs, out)
     side_by_side(recs, out)
     print("\n".join(lines))

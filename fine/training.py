@@ -106,12 +106,6 @@ class DiffusionLoss:
         torch.set_rng_state(state["global"])
 
 
-def diffusion_loss_fn(
-    model: nn.Module, data: ImageData, batch_size: int, seed: int, diffusion: Diffusion | None = None
-) -> Callable[[int], torch.Tensor]:
-    return DiffusionLoss(model, data, batch_size, seed, diffusion)
-
-
 # -- the stages of a descendant ------------------------------------------------------------------
 def sigma_stage(
     model: DiT,
@@ -139,7 +133,7 @@ def sigma_stage(
     for p in trainable:
         p.requires_grad_(True)
     model.train()
-    loss_fn = diffusion_loss_fn(model, data, optim.batch_size, seed)
+    loss_fn = DiffusionLoss(model, data, optim.batch_size, seed)
     try:
         return fit(trainable, loss_fn, steps, optim, "sigma", progress, should_stop)
     finally:
