@@ -70,8 +70,8 @@ class RunPaused(Exception):
 def measure(model, test: ImageData, dataset: str, ecfg: EvalConfig, seed: int) -> dict:
     """Held-out loss (n = 2 x heldout_n, for a tighter estimate) and FD/KID at one budget point.
 
-    Leaves the global RNG as it found it (building the classifier draws from it), so measuring
-    mid-run does not change the rest of the run: a 5,000-step run is the 20,000-step one's prefix.
+    Leaves the global RNG as it found it (something in it draws from it; most likely building the
+    classifier), so measuring mid-run does not change the rest of the run: a 5,000-step run is the 20,000-step one's prefix.
     """
     with torch.random.fork_rng(devices=[]):
         out: dict = {"heldout": heldout_loss(model, Diffusion(), test, n=2 * ecfg.heldout_n)}
