@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -112,8 +113,11 @@ def apply_sigma_init(model, kind: str, seed: int) -> None:
 
 
 def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecfg: EvalConfig,
-              grid: Path | None = None, ckpt: Checkpointing | None = None) -> dict:
+              grid: Path | None = None, ckpt: Checkpointing | None = None,
+              keep: Callable[[torch.nn.Module], None] | None = None) -> dict:
     """Train one descendant, measuring along the way; `grid`: also save a sample grid PNG of the final model.
+
+    `keep` is handed the final model (for diagnostics that look further than the record).
 
     With `ckpt`, the dense phase is checkpointed and a run found there continues exactly where it
     stopped (same batches, noise and measurements as an uninterrupted run); the file is removed at the end.
@@ -191,6 +195,8 @@ def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecf
                     classes=sorted(test.labels.unique().tolist()))
     if ckpt is not None:
         ckpt.path.unlink(missing_ok=True)
+    if keep is not None:
+        keep(model)
     return {**asdict(run), "heldout": final, "curve": curve, "points": points,
             "seconds": round(seconds_before + time.time() - t0, 1), "eval": asdict(ecfg)}
 
