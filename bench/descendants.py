@@ -88,6 +88,13 @@ def measure(model, test: ImageData, dataset: str, ecfg: EvalConfig, seed: int) -
         return out | named(sample_quality(made, real, clf), dataset)
 
 
+def save_grid(model, path: Path, test: ImageData, ecfg: EvalConfig, seed: int) -> None:
+    """Four samples per class of the test set, sampled as FD samples are (leaves the global RNG alone)."""
+    with torch.random.fork_rng(devices=[]):
+        sample_grid(model, path, per_class=4, steps=ecfg.fd_steps, cfg_scale=ecfg.cfg_scale, seed=seed,
+                    classes=sorted(test.labels.unique().tolist()))
+
+
 def fd_floor(train: ImageData, test: ImageData, dataset: str, n: int) -> dict:
     clf = load_feature_classifier(dataset)
     return {} if clf is None else named(floor(train, test, clf, n), dataset)
@@ -113,9 +120,12 @@ def apply_sigma_init(model, kind: str, seed: int) -> None:
 
 
 def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecfg: EvalConfig,
-              grid: Path | None = None, ckpt: Checkpointing | None = None,
+              grids: Callable[[int], Path] | None = None, ckpt: Checkpointing | None = None,
               keep: Callable[[torch.nn.Module], None] | None = None) -> dict:
-    """Train one descendant, measuring along the way; `grid`: also save a sample grid PNG of the final model.
+    """Train one descendant, measuring along the way.
+
+    `grids(k)` names the sample grid PNG after k full steps: one of the final model, and for scratch
+    one at each FD point too (a scratch run's shorter budgets exist only mid-run).
 
     `keep` is handed the final model (for diagnostics that look further than the record).
 
@@ -177,6 +187,8 @@ def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecf
                 record("full", step, model)
             if step in run.fd_at:
                 points[str(step)] = measure(model, test, run.dataset, ecfg, run.seed)
+                if grids is not None and run.method == "scratch" and step != run.full_steps:
+                    save_grid(model, grids(step), test, ecfg, run.seed)
                 model.train()
             if ckpt is None or step == run.full_steps:
                 return
@@ -190,9 +202,8 @@ def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecf
                   seed=run.seed + 1, progress=on_full,
                   resume=TrainState(**saved["train"]) if saved is not None else None, on_state=state_of.append)
     final = curve[-1]["heldout"]
-    if grid is not None:
-        sample_grid(model, grid, per_class=4, steps=ecfg.fd_steps, cfg_scale=ecfg.cfg_scale, seed=run.seed,
-                    classes=sorted(test.labels.unique().tolist()))
+    if grids is not None:
+        save_grid(model, grids(run.full_steps), test, ecfg, run.seed)
     if ckpt is not None:
         ckpt.path.unlink(missing_ok=True)
     if keep is not None:

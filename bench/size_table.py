@@ -250,23 +250,29 @@ def plot_curves(recs: list[dict], out: Path) -> None:
 
 
 def side_by_side(recs: list[dict], out: Path) -> None:
-    """One PNG per size: each method's final sample grid next to the others, labelled."""
+    """One PNG per size: seed 0's final sample grid of every run, labelled with method and budget.
+
+    Scratch has one grid per budget (K and 10 K), so equal-step and 10x-step samples sit side by side.
+    """
     from PIL import Image, ImageDraw
 
     for depth, width in sorted({(r["depth"], r["width"]) for r in recs}):
-        panels = []
-        for method in METHODS:
-            path = out / "samples" / f"{method}_d{depth}_w{width}_s0.png"
-            if path.exists():
-                panels.append((method, Image.open(path).convert("L")))
+        mine = sorted((r for r in recs if (r["depth"], r["width"], r["seed"]) == (depth, width, 0)),
+                      key=lambda r: (METHODS.index(r["method"]), r["full_steps"]))
+        # Inits at their final budget; scratch at every budget it has a grid for (K and 10 K).
+        shown = [(r["method"], k, r["sigma_steps"]) for r in mine
+                 for k in ([p for p in r["fd_at"] if p] if r["method"] == "scratch" else [r["full_steps"]])]
+        panels = [(f"{m} {budget_label(m, k, sig).replace('σ', 'sigma ')}", Image.open(p).convert("L"))
+                  for m, k, sig in shown
+                  if (p := out / "samples" / f"{m}_d{depth}_w{width}_s0_n{k}.png").exists()]
         if not panels:
             continue
         h = max(p.height for _, p in panels) + 16
         canvas = Image.new("L", (sum(p.width + 8 for _, p in panels), h), 255)
         x = 0
         draw = ImageDraw.Draw(canvas)
-        for method, p in panels:
-            draw.text((x + 2, 2), method, fill=0)
+        for title, p in panels:
+            draw.text((x + 2, 2), title, fill=0)
             canvas.paste(p, (x, 16))
             x += p.width + 8
         canvas.save(out / f"samples_d{depth}_w{width}.png")
@@ -299,8 +305,10 @@ def main() -> None:
     report(prof)
 
 
-def run_label(run: Run) -> str:
-    return f"{run_name(run)}_n{run.full_steps}"
+def run_label(run: dict | Run) -> str:
+    """A run's name with its budget: scratch has one run (and one sample grid) per budget."""
+    steps = run["full_steps"] if isinstance(run, dict) else run.full_steps
+    return f"{run_name(run)}_n{steps}"
 
 
 def run_profile(prof: Profile, shard: str = "0/1", max_runs: int | None = None, desc: str = "runs",
@@ -324,7 +332,7 @@ def run_profile(prof: Profile, shard: str = "0/1", max_runs: int | None = None, 
     for run in tqdm(todo, desc=desc):
         ckpt = Checkpointing(out / "partial" / f"{run_label(run)}.pt", checkpoint_every, deadline)
         append(out / "runs.jsonl", train_run(run, lg, train, test, prof.eval,
-                                             grid=out / "samples" / f"{run_name(run)}.png", ckpt=ckpt))
+                                             grids=lambda k, r=run: out / "samples" / f"{run_name(r)}_n{k}.png", ckpt=ckpt))
 
 
 if __name__ == "__main__":

@@ -46,6 +46,10 @@ def test_size_table_runs_resumes_and_reports(tmp_path, toy_learngene_dir) -> Non
     assert "Runs finished: 10 of 10" in table and "| 2 | 64 | fine | σ2 + 2 |" in table
     for name in ("curves_d1_w32.png", "curves_d2_w64.png", "samples_d1_w32.png", "samples_d2_w64.png"):
         assert (tmp_path / "table" / name).stat().st_size > 1000
+    # Every run's final grid, plus scratch at its shorter budgets (equal steps with the inits): none overwritten.
+    grids = {p.name for p in (tmp_path / "table" / "samples").iterdir()}
+    assert {"fine_d1_w32_s0_n2.png", "scratch_d1_w32_s0_n1.png", "scratch_d1_w32_s0_n2.png",
+            "scratch_d1_w32_s0_n4.png"} <= grids
 
 
 def test_ablation_variants_change_the_start(toy_learngene) -> None:
