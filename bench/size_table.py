@@ -83,8 +83,9 @@ PROFILES = {
     "new-task-fmnist59": Profile("new_task_fmnist59", ((2, 128), (6, 128)), (0, 500), 300, scratch_factor=10,
                                  dataset="fashion-mnist:5-9",
                                  learngene=str(ROOT / "learngenes" / "fmnist04" / "learngene.safetensors"), by_size=True),
+    # Depth 6 has a second seed: its FD at K = 500 moved from 163 to 100 with the training's random draws alone.
     "new-task-mnist5k": Profile("new_task_mnist5k", ((2, 128), (6, 128)), (0, 500), 300, scratch_factor=10,
-                                dataset="mnist-5k", by_size=True),
+                                dataset="mnist-5k", by_size=True, seeds=(0, 1), headline=((6, 128),)),
 }
 
 
