@@ -1,9 +1,10 @@
-"""Why do transferred inits on MNIST-5k at depth 6 give worse samples than scratch at a lower loss?
+"""MNIST-5k at depth 6 after 500 steps: where in t each init's loss sits, and what guidance does to FD.
 
     python bench/sample_diagnosis.py            # ~35 min on one core -> bench/results/sample_diagnosis/
 
 Retrains the new-task table's depth-6 runs (FINE sigma 300 + 500, TLEG 500, scratch 500; seed 0,
-the same settings, so the same models) and measures what the table does not:
+the same settings; without the table's FD point at step 0, which before a fix drew from the training's
+random numbers, so the inits differ from the table's by those draws) and measures what the table does not:
 - held-out MSE by timestep bucket, for the true label and for the null label that classifier-free
   guidance subtracts (a transferred null row still describes the ancestry's data);
 - FD at guidance 1.0 (no guidance), 1.5 (the table's) and 3.0, and a sample grid per guidance.
@@ -65,6 +66,7 @@ def main() -> None:
     p.add_argument("--full-steps", type=int, default=500)
     p.add_argument("--fd-n", type=int, default=500, help="samples per FD (the table: 500)")
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--from-json", action="store_true", help="only rewrite table.md and the PNG from results.json")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     out: Path = a.out
@@ -76,22 +78,28 @@ def main() -> None:
     runs = [Run("fine", sigma_steps=a.sigma_steps, learngene=lg.id, **common),
             Run("tleg", sigma_steps=0, learngene=lg.id, **common),
             Run("scratch", sigma_steps=0, **common)]
-    results = []
-    for run in runs:
-        kept: list = []
-        rec = train_run(run, lg, train, test, ecfg, keep=kept.append)
-        model = kept[0]
-        row = {"method": run.method, "heldout": rec["heldout"],
-               "mse_by_t_label": mse_by_t(model, test, null=False), "mse_by_t_null": mse_by_t(model, test, null=True)}
-        for w in a.guidance:
-            row[f"fd_g{w}"] = measure(model, test, run.dataset, replace(ecfg, cfg_scale=w), run.seed)["fd_mnist5k"]
-            sample_grid(model, out / f"{run.method}_g{w}.png", per_class=4, steps=ecfg.fd_steps, cfg_scale=w,
-                        seed=run.seed, classes=sorted(test.labels.unique().tolist()))
-        print(json.dumps(row), flush=True)
-        results.append(row)
+    if a.from_json:
+        results = json.loads((out / "results.json").read_text())
+    else:
+        results = [diagnose(run, lg, train, test, ecfg, a.guidance, out) for run in runs]
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     plot(results, out / "mse_by_t.png", a.full_steps)
     write_table(results, a.guidance, out / "table.md")
+
+
+def diagnose(run: Run, lg, train: ImageData, test: ImageData, ecfg: EvalConfig, guidance: list[float], out: Path) -> dict:
+    """Train one run as the table does, then measure its loss by timestep and FD (+ a grid) per guidance scale."""
+    kept: list = []
+    rec = train_run(run, lg, train, test, ecfg, keep=kept.append)
+    model = kept[0]
+    row = {"method": run.method, "heldout": rec["heldout"],
+           "mse_by_t_label": mse_by_t(model, test, null=False), "mse_by_t_null": mse_by_t(model, test, null=True)}
+    for w in guidance:
+        row[f"fd_g{w}"] = measure(model, test, run.dataset, replace(ecfg, cfg_scale=w), run.seed)["fd_mnist5k"]
+        sample_grid(model, out / f"{run.method}_g{w}.png", per_class=4, steps=ecfg.fd_steps, cfg_scale=w,
+                    seed=run.seed, classes=sorted(test.labels.unique().tolist()))
+    print(json.dumps(row), flush=True)
+    return row
 
 
 def plot(results: list[dict], path: Path, steps: int) -> None:
@@ -114,7 +122,7 @@ def plot(results: list[dict], path: Path, steps: int) -> None:
 def write_table(results: list[dict], guidance: list[float], path: Path) -> None:
     width = Diffusion().num_timesteps // BUCKETS
     edges = [f"{b * width}-{(b + 1) * width - 1}" for b in range(BUCKETS)]
-    lines = ["# MNIST-5k depth 6: why transferred inits sample worse than scratch", "",
+    lines = ["# MNIST-5k depth 6 after 500 full steps: loss by timestep and FD by guidance", "",
              "Command: `python bench/sample_diagnosis.py` (seed 0; the new-task table's settings; FD on 500 samples, DDIM 25).",
              "", "| method | held-out MSE | " + " | ".join(f"FD g={w}" for w in guidance) + " |",
              "| --- | --- | " + " | ".join("---" for _ in guidance) + " |"]
