@@ -306,10 +306,9 @@ def main() -> None:
     report(prof)
 
 
-def run_label(run: dict | Run) -> str:
-    """A run's name with its budget: scratch has one run (and one sample grid) per budget."""
-    steps = run["full_steps"] if isinstance(run, dict) else run.full_steps
-    return f"{run_name(run)}_n{steps}"
+def run_label(run: Run) -> str:
+    """A run's name with its budget: scratch has one run per budget."""
+    return f"{run_name(run)}_n{run.full_steps}"
 
 
 def run_profile(prof: Profile, shard: str = "0/1", max_runs: int | None = None, desc: str = "runs",
