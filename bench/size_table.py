@@ -82,7 +82,8 @@ PROFILES = {
                      eval=EvalConfig(heldout_n=500, curve_every=50, fd_n=200, fd_steps=20)),
     "new-task-fmnist59": Profile("new_task_fmnist59", ((2, 128), (6, 128)), (0, 500), 300, scratch_factor=10,
                                  dataset="fashion-mnist:5-9",
-                                 learngene=str(ROOT / "learngenes" / "fmnist04" / "learngene.safetensors"), by_size=True),
+                                 learngene=str(ROOT / "learngenes" / "fmnist04" / "learngene.safetensors"), by_size=True,
+                                 seeds=(0, 1), headline=((6, 128),)),
     # Depth 6 has a second seed: its FD at K = 500 moved from 163 to 100 with the training's random draws alone.
     "new-task-mnist5k": Profile("new_task_mnist5k", ((2, 128), (6, 128)), (0, 500), 300, scratch_factor=10,
                                 dataset="mnist-5k", by_size=True, seeds=(0, 1), headline=((6, 128),)),
