@@ -1,6 +1,6 @@
 """MNIST-5k at depth 6 after 500 steps: where in t each init's loss sits, and what guidance does to FD.
 
-    python bench/sample_diagnosis.py            # ~35 min on one core -> bench/results/sample_diagnosis/
+    python bench/sample_diagnosis.py            # ~26 min on one core -> bench/results/sample_diagnosis/
 
 Retrains the new-task table's depth-6 runs (FINE sigma 300 + 500, TLEG 500, scratch 500; seed 0,
 the same settings; without the table's FD point at step 0, which before a fix drew from the training's
@@ -28,12 +28,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from descendants import EvalConfig, Run, measure, train_run  # noqa: E402
+from descendants import EvalConfig, Run, measure, save_grid, train_run  # noqa: E402
 
 from fine.data import ImageData, load  # noqa: E402
 from fine.diffusion import Diffusion  # noqa: E402
 from fine.formats import load_learngene  # noqa: E402
-from fine.pipeline import sample_grid  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "sample_diagnosis"
 BUCKETS = 10
@@ -71,20 +70,20 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     out: Path = a.out
     out.mkdir(parents=True, exist_ok=True)
-    lg = load_learngene(ROOT / "learngenes" / "default" / "learngene.safetensors")
-    train, test = load("mnist-5k", "train"), load("mnist-5k", "test")
-    ecfg = EvalConfig(fd_n=a.fd_n)
-    common = {"depth": 6, "width": 128, "dataset": "mnist-5k", "full_steps": a.full_steps}
-    runs = [Run("fine", sigma_steps=a.sigma_steps, learngene=lg.id, **common),
-            Run("tleg", sigma_steps=0, learngene=lg.id, **common),
-            Run("scratch", sigma_steps=0, **common)]
     if a.from_json:
         results = json.loads((out / "results.json").read_text())
     else:
+        lg = load_learngene(ROOT / "learngenes" / "default" / "learngene.safetensors")
+        train, test = load("mnist-5k", "train"), load("mnist-5k", "test")
+        ecfg = EvalConfig(fd_n=a.fd_n)
+        common = {"depth": 6, "width": 128, "dataset": "mnist-5k", "full_steps": a.full_steps}
+        runs = [Run("fine", sigma_steps=a.sigma_steps, learngene=lg.id, **common),
+                Run("tleg", sigma_steps=0, learngene=lg.id, **common),
+                Run("scratch", sigma_steps=0, **common)]
         results = [diagnose(run, lg, train, test, ecfg, a.guidance, out) for run in runs]
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     plot(results, out / "mse_by_t.png", a.full_steps)
-    write_table(results, a.guidance, out / "table.md")
+    write_table(results, a.guidance, out / "table.md", a.full_steps, a.fd_n)
 
 
 def diagnose(run: Run, lg, train: ImageData, test: ImageData, ecfg: EvalConfig, guidance: list[float], out: Path) -> dict:
@@ -96,8 +95,7 @@ def diagnose(run: Run, lg, train: ImageData, test: ImageData, ecfg: EvalConfig, 
            "mse_by_t_label": mse_by_t(model, test, null=False), "mse_by_t_null": mse_by_t(model, test, null=True)}
     for w in guidance:
         row[f"fd_g{w}"] = measure(model, test, run.dataset, replace(ecfg, cfg_scale=w), run.seed)["fd_mnist5k"]
-        sample_grid(model, out / f"{run.method}_g{w}.png", per_class=4, steps=ecfg.fd_steps, cfg_scale=w,
-                    seed=run.seed, classes=sorted(test.labels.unique().tolist()))
+        save_grid(model, out / f"{run.method}_g{w}.png", test, replace(ecfg, cfg_scale=w), run.seed)
     print(json.dumps(row), flush=True)
     return row
 
@@ -119,11 +117,11 @@ def plot(results: list[dict], path: Path, steps: int) -> None:
     plt.close(fig)
 
 
-def write_table(results: list[dict], guidance: list[float], path: Path) -> None:
+def write_table(results: list[dict], guidance: list[float], path: Path, steps: int, fd_n: int) -> None:
     width = Diffusion().num_timesteps // BUCKETS
     edges = [f"{b * width}-{(b + 1) * width - 1}" for b in range(BUCKETS)]
-    lines = ["# MNIST-5k depth 6 after 500 full steps: loss by timestep and FD by guidance", "",
-             "Command: `python bench/sample_diagnosis.py` (seed 0; the new-task table's settings; FD on 500 samples, DDIM 25).",
+    lines = [f"# MNIST-5k depth 6 after {steps} full steps: loss by timestep and FD by guidance", "",
+             f"Command: `python bench/sample_diagnosis.py` (seed 0; new-task table settings; FD on {fd_n} samples, DDIM 25).",
              "", "| method | held-out MSE | " + " | ".join(f"FD g={w}" for w in guidance) + " |",
              "| --- | --- | " + " | ".join("---" for _ in guidance) + " |"]
     lines += [f"| {r['method']} | {r['heldout']:.4f} | " + " | ".join(f"{r[f'fd_g{w}']:.1f}" for w in guidance) + " |"

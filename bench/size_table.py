@@ -146,6 +146,11 @@ def _fmt(values: list[float], digits: int) -> str:
     return f"{m:.{digits}f}" + (f" ± {spread / 2:.{digits}f}" if spread is not None else "")
 
 
+def grid_path(out: Path, r: dict | Run, steps: int) -> Path:
+    """A run's sample grid after `steps` full steps (scratch has one per budget it measures)."""
+    return out / "samples" / f"{run_name(r)}_n{steps}.png"
+
+
 def budget_label(method: str, k: int, sigma_steps: int) -> str:
     return f"σ{sigma_steps} + {k}" if method == "fine" else f"{k}"
 
@@ -262,11 +267,11 @@ def side_by_side(recs: list[dict], out: Path) -> None:
         mine = sorted((r for r in recs if (r["depth"], r["width"], r["seed"]) == (depth, width, 0)),
                       key=lambda r: (METHODS.index(r["method"]), r["full_steps"]))
         # Inits at their final budget; scratch at every budget it has a grid for (K and 10 K).
-        shown = [(r["method"], k, r["sigma_steps"]) for r in mine
+        shown = [(r, k) for r in mine
                  for k in ([p for p in r["fd_at"] if p] if r["method"] == "scratch" else [r["full_steps"]])]
-        panels = [(f"{m} {budget_label(m, k, sig).replace('σ', 'sigma ')}", Image.open(p).convert("L"))
-                  for m, k, sig in shown
-                  if (p := out / "samples" / f"{m}_d{depth}_w{width}_s0_n{k}.png").exists()]
+        panels = [(f"{r['method']} {budget_label(r['method'], k, r['sigma_steps']).replace('σ', 'sigma ')}",
+                   Image.open(p).convert("L"))
+                  for r, k in shown if (p := grid_path(out, r, k)).exists()]
         if not panels:
             continue
         h = max(p.height for _, p in panels) + 16
@@ -333,7 +338,7 @@ def run_profile(prof: Profile, shard: str = "0/1", max_runs: int | None = None, 
     for run in tqdm(todo, desc=desc):
         ckpt = Checkpointing(out / "partial" / f"{run_label(run)}.pt", checkpoint_every, deadline)
         append(out / "runs.jsonl", train_run(run, lg, train, test, prof.eval,
-                                             grids=lambda k, r=run: out / "samples" / f"{run_name(r)}_n{k}.png", ckpt=ckpt))
+                                             grids=lambda k, r=run: grid_path(out, r, k), ckpt=ckpt))
 
 
 if __name__ == "__main__":
