@@ -24,7 +24,7 @@ from api_tests.helpers import npz_bytes
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory, toy_learngene: Path) -> Iterator[Service]:
     home = tmp_path_factory.mktemp("embedded")
-    svc = Service(base_env(home, toy_learngene), home)
+    svc = Service(base_env(home, toy_learngene, FINE_PARENT_EXIT_GRACE="3"), home)
     code = f"from service.cli import serve; serve(api_only=False, host='127.0.0.1', port={svc.port})"
     svc.api = Proc([sys.executable, "-c", code], svc.env, home / "serve.log")
     try:
@@ -71,16 +71,22 @@ def test_embedded_cancel(embedded: Service) -> None:
     assert embedded.wait_final(job["id"], timeout=30)["status"] == "canceled"
 
 
-def test_worker_dies_with_serve(embedded: Service) -> None:
+def test_worker_dies_with_serve_even_mid_job(embedded: Service) -> None:
+    """Killing `fine serve` ends its worker too, within the exit grace, although a job is running:
+    Celery's warm shutdown alone would train on to the job's end."""
     assert embedded.api is not None
+    c = embedded.client
+    job = c.post("/v1/jobs", json={**TINY, "sigma_steps": 20000, "seed": 43}).json()
+    embedded.wait_job(job["id"], lambda j: j["status"] == "running" and j["progress"]["step"] > 0, timeout=60)
     parent = embedded.api.pid
     kids = children(parent)
     assert kids, "serve should have started a worker subprocess"
     os.kill(parent, signal.SIGKILL)
-    end = time.monotonic() + 30
-    while time.monotonic() < end and any(Path(f"/proc/{k}").exists() and _alive(k) for k in kids):
+    end = time.monotonic() + float(embedded.env["FINE_PARENT_EXIT_GRACE"]) + 20
+    while time.monotonic() < end and any(_alive(k) for k in kids):
         time.sleep(0.2)
-    assert not any(_alive(k) for k in kids), "the worker outlived its parent"
+    assert not any(_alive(k) for k in kids), f"the worker outlived its parent:\n{embedded.api.tail()}"
+    assert "parent process" in embedded.api.tail(200), embedded.api.tail()
     with pytest.raises(httpx.TransportError):
         httpx.get(embedded.base + "/healthz", timeout=2)
 

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
 
     worker_id: str | None = None  # default: hostname:pid
     torch_threads: int | None = None  # worker: torch.set_num_threads (None: torch's default)
+    # `fine serve` sets this for its embedded worker, which then exits when that process is gone
+    worker_parent_pid: int | None = None
+    parent_exit_grace: float = 10.0  # seconds of warm shutdown before an orphaned worker exits hard
 
     @property
     def resolved_database_url(self) -> str:

@@ -2,7 +2,8 @@
 
 `serve()` with no settings is the embedded mode: API + one worker subprocess on this machine,
 SQLite, a local blob directory and kombu's filesystem broker. The worker subprocess dies with
-its parent (PR_SET_PDEATHSIG on Linux, plus terminate-on-exit everywhere).
+its parent: PR_SET_PDEATHSIG on Linux, terminate-on-exit everywhere, and the worker's own
+watch on its parent (worker/parent_watch.py), which also ends a warm shutdown stuck in a job.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 def start_worker_subprocess(env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-m", "worker"], env=env or os.environ.copy(),
+    env = dict(env or os.environ)
+    env["FINE_WORKER_PARENT_PID"] = str(os.getpid())
+    proc = subprocess.Popen([sys.executable, "-m", "worker"], env=env,
                             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
 
     def _stop() -> None:

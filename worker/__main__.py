@@ -13,6 +13,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
+    if settings.worker_parent_pid is not None:
+        from worker.parent_watch import ParentWatch
+
+        ParentWatch(settings.worker_parent_pid, settings.parent_exit_grace).start()
     migrate(settings)
     from worker.celery_app import app
 
