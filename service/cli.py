@@ -2,17 +2,15 @@
 
 `serve()` with no settings is the embedded mode: API + one worker subprocess on this machine,
 SQLite, a local blob directory and kombu's filesystem broker. The worker subprocess dies with
-its parent: PR_SET_PDEATHSIG on Linux, terminate-on-exit everywhere, and the worker's own
-watch on its parent (worker/parent_watch.py), which also ends a warm shutdown stuck in a job.
+its parent: terminated on a clean exit, and otherwise by its own watch on the parent
+(worker/parent_watch.py), which also ends a warm shutdown stuck in a job.
 """
 
 from __future__ import annotations
 
 import atexit
-import ctypes
 import logging
 import os
-import signal
 import subprocess
 import sys
 
@@ -21,19 +19,10 @@ from learngene_store.settings import get_settings
 log = logging.getLogger("service.cli")
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: SIGTERM when the parent dies
-    except OSError:
-        pass
-
-
 def start_worker_subprocess(env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     env = dict(env or os.environ)
     env["FINE_WORKER_PARENT_PID"] = str(os.getpid())
-    proc = subprocess.Popen([sys.executable, "-m", "worker"], env=env,
-                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+    proc = subprocess.Popen([sys.executable, "-m", "worker"], env=env)
 
     def _stop() -> None:
         if proc.poll() is None:

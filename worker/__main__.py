@@ -14,9 +14,9 @@ def main(argv: list[str] | None = None) -> None:
     settings = get_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
     if settings.worker_parent_pid is not None:
-        from worker.parent_watch import ParentWatch
+        from worker.parent_watch import start_parent_watch
 
-        ParentWatch(settings.worker_parent_pid, settings.parent_exit_grace).start()
+        start_parent_watch(settings.worker_parent_pid, settings.parent_exit_grace)
     migrate(settings)
     from worker.celery_app import app
 

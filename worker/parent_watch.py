@@ -1,9 +1,9 @@
 """Embedded mode: the worker leaves when its `fine serve` parent does, even in the middle of a job.
 
-PR_SET_PDEATHSIG already sends SIGTERM on Linux, but Celery answers SIGTERM with a warm shutdown
-that waits for the running task, which can be a training run of many minutes. This thread bounds
-that: warm shutdown first, a hard exit `grace` seconds later. An interrupted job stops beating and
-the reaper re-queues it, as for any worker that died.
+Celery answers SIGTERM with a warm shutdown that waits for the running task, which can be a
+training run of many minutes. So the watch starts that warm shutdown when the parent is gone and
+exits hard `grace` seconds later. An interrupted job stops beating and the reaper re-queues it,
+as for any worker that died.
 """
 
 from __future__ import annotations
@@ -13,34 +13,22 @@ import os
 import signal
 import sys
 import threading
+import time
 
 log = logging.getLogger(__name__)
 
 
-class ParentWatch(threading.Thread):
-    def __init__(self, parent_pid: int, grace: float, interval: float = 0.5) -> None:
-        super().__init__(name="parent-watch", daemon=True)
-        self.parent_pid = parent_pid
-        self.grace = grace
-        self.interval = interval
-        self._stop_event = threading.Event()
+def _watch(parent_pid: int, grace: float, interval: float) -> None:
+    while os.getppid() == parent_pid:  # an orphan is re-parented, so getppid() changes
+        time.sleep(interval)
+    log.warning("parent process %d is gone: warm shutdown, hard exit in %g s", parent_pid, grace)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(grace)
+    log.error("still running %g s after the parent died: exiting now", grace)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
-    def parent_alive(self) -> bool:
-        # Once the parent dies we are re-parented, so getppid() changes; no polling of other pids.
-        return os.getppid() == self.parent_pid
 
-    def run(self) -> None:
-        while self.parent_alive():
-            if self._stop_event.wait(self.interval):
-                return
-        log.warning("parent process %d is gone: warm shutdown, hard exit in %g s", self.parent_pid, self.grace)
-        os.kill(os.getpid(), signal.SIGTERM)  # a no-op repeat where PDEATHSIG already did it
-        if self._stop_event.wait(self.grace):
-            return
-        log.error("still running %g s after the parent died: exiting now", self.grace)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(1)
-
-    def stop(self) -> None:
-        self._stop_event.set()
+def start_parent_watch(parent_pid: int, grace: float, interval: float = 0.5) -> None:
+    threading.Thread(target=_watch, args=(parent_pid, grace, interval), name="parent-watch", daemon=True).start()
