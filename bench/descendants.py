@@ -121,13 +121,14 @@ def apply_sigma_init(model, kind: str, seed: int) -> None:
 
 def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecfg: EvalConfig,
               grids: Callable[[int], Path] | None = None, ckpt: Checkpointing | None = None,
-              keep: Callable[[torch.nn.Module], None] | None = None) -> dict:
+              keep: Callable[[torch.nn.Module], None] | None = None, full_optim: OptimConfig | None = None) -> dict:
     """Train one descendant, measuring along the way.
 
     `grids(k)` names the sample grid PNG after k full steps: one of the final model, and for scratch
     one at each FD point too (a scratch run's shorter budgets exist only mid-run).
 
     `keep` is handed the final model (for diagnostics that look further than the record).
+    `full_optim` replaces the dense phase's optimiser settings (default: lr 1e-3, 50 warm-up steps).
 
     With `ckpt`, the dense phase is checkpointed and a run found there continues exactly where it
     stopped (same batches, noise and measurements as an uninterrupted run); the file is removed at the end.
@@ -198,7 +199,8 @@ def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecf
             if late:
                 raise RunPaused(f"paused at step {step}/{run.full_steps}; state in {ckpt.path}")
 
-        train_all(model, subset, run.full_steps, optim=OptimConfig(lr=1e-3, warmup=50, batch_size=ecfg.batch_size),
+        optim = full_optim or OptimConfig(lr=1e-3, warmup=50, batch_size=ecfg.batch_size)
+        train_all(model, subset, run.full_steps, optim=optim,
                   seed=run.seed + 1, progress=on_full,
                   resume=TrainState(**saved["train"]) if saved is not None else None, on_state=state_of.append)
     final = curve[-1]["heldout"]
