@@ -88,3 +88,17 @@ def test_measuring_mid_run_leaves_the_training_randomness_alone() -> None:
     point = measure(model, test, "fashion-mnist", EvalConfig(heldout_n=8, fd_n=8, fd_steps=1), seed=0)
     assert point["fd_fmnist"] > 0
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_full_optim_sets_the_dense_phase_rate(toy_learngene) -> None:
+    """At rate 0 the dense phase leaves the model as the sigma stage left it; at the default it does not."""
+    from fine.training import OptimConfig
+
+    train, test = load("digits", "train"), load("digits", "test")
+    ecfg = EvalConfig(subset=128, heldout_n=64, curve_every=2, batch_size=16)
+    run = Run("fine", 2, 32, dataset="digits", sigma_steps=3, full_steps=4)
+    frozen = train_run(run, toy_learngene, train, test, ecfg, full_optim=OptimConfig(lr=0.0, batch_size=16))
+    after_sigma = [c["heldout"] for c in frozen["curve"] if c["phase"] == "sigma"][-1]
+    assert all(c["heldout"] == pytest.approx(after_sigma, abs=1e-6) for c in frozen["curve"] if c["phase"] == "full")
+    moved = train_run(run, toy_learngene, train, test, ecfg)
+    assert moved["heldout"] != pytest.approx(after_sigma, abs=1e-6)
