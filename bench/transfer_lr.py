@@ -123,13 +123,14 @@ def report() -> None:
              "Fashion-MNIST, 5,000-image subset, seed 0, batch 64, 50 warm-up steps then a constant rate;",
              "FINE's sigma stage as in the size table (300 steps, lr 3e-3). Step 0 = after init / sigma stage.",
              "`size table` = the same run's points in `size_table/runs.jsonl` (see the script's docstring).", "",
-             "| method | size | lr | " + " | ".join(f"{k}" for k in points) + " | best (step) | size table 250 / 500 / 2000 |",
+             "| method | size | lr | " + " | ".join(f"{k}" for k in points)
+             + " | best (step) | size table, lr 1e-3: 250 / 500 / 2000 |",
              "|---|---|---|" + "---|" * len(points) + "---|---|"]
     for r in sorted(recs, key=lambda r: (r["method"], r["depth"], r["width"], r["full_steps"], -r["lr"])):
         vals = [curve_at(r, k) for k in points]
         full = [(c["heldout"], c["step"]) for c in r["curve"] if c["phase"] == "full"]
         best = min(full)
-        ref = "" if r["lr"] != 1e-3 else " / ".join(
+        ref = " / ".join(
             f"{v:.4f}" if v is not None else "-" for v in
             (size_table_point(r["method"], r["depth"], r["width"], k) for k in (250, 500, 2000)))
         lines.append(f"| {r['method']} | d{r['depth']} w{r['width']} | {r['lr']:g} | "
