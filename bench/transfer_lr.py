@@ -2,9 +2,9 @@
 
 At depth 8 and 12 (width 128) the size table's FINE descendant has a lower held-out loss after its
 sigma stage than after the next 500 full steps; weight-selection at depth 8 (the ancestry's own
-weights) rises the same way. The dense phase runs at lr 1e-3, twice the ancestry's pre-training
+weights) rises the same way. The dense phase runs at lr 1e-3, the ancestry's own pre-training
 rate, from a fresh AdamW state. This trains the same descendants with the same data and seeds at
-smaller rates and records the held-out curve every 50 steps.
+other rates and records the held-out curve every 50 steps.
 
     python bench/transfer_lr.py                       # d8 w128, lr 1e-3 / 3e-4 / 1e-4, 500 steps
     python bench/transfer_lr.py --sizes 12x128 --report
@@ -17,8 +17,8 @@ fresh AdamW (= what every descendant gets). Whichever of these rises is the caus
 
 The lr 1e-3 run repeats the size table's run with the same seeds and batches. Its label-dropout
 draws match only for size-table runs recorded after commit 29767c3 (before it, measuring FD at
-step 0 advanced the global RNG), so the table shows the size table's 250/500 points next to it:
-for older runs their difference is the noise of one draw of the dense phase.
+step 0 advanced the global RNG), so every row shows the size table's 250/500/2000 points next to
+it: for older runs the lr 1e-3 difference is the noise of one draw of the dense phase.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from descendants import EvalConfig, Run, curve_at, train_run  # noqa: E402
+from descendants import EvalConfig, Run, append, curve_at, longest, train_run  # noqa: E402
 
 from fine.data import load  # noqa: E402
 from fine.diffusion import Diffusion  # noqa: E402
@@ -52,7 +52,6 @@ def run_all(sizes: list[tuple[int, int]], rates: list[float], methods: list[str]
     lg = load_learngene(LG)
     train, test = load("fashion-mnist", "train"), load("fashion-mnist", "test")
     ecfg = EvalConfig(curve_every=50)
-    OUT.mkdir(parents=True, exist_ok=True)
     done = {(r["method"], r["depth"], r["width"], r["lr"], r["full_steps"]) for r in records()}
     for depth, width in sizes:
         for method in methods:
@@ -62,8 +61,7 @@ def run_all(sizes: list[tuple[int, int]], rates: list[float], methods: list[str]
                 run = Run(method, depth, width, seed=0, full_steps=steps, learngene=lg.id)
                 rec = train_run(run, lg, train, test, ecfg,
                                 full_optim=OptimConfig(lr=lr, warmup=50, batch_size=ecfg.batch_size))
-                with (OUT / "runs.jsonl").open("a") as f:
-                    f.write(json.dumps(rec | {"lr": lr}) + "\n")
+                append(OUT / "runs.jsonl", rec | {"lr": lr})
                 print(f"{method} d{depth} w{width} lr {lr:g} {steps} steps: {rec['heldout']:.4f} ({rec['seconds']:.0f} s)",
                       flush=True)
 
@@ -108,15 +106,9 @@ def records(path: Path = OUT / "runs.jsonl") -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
 
 
-def size_table_point(method: str, depth: int, width: int, k: int) -> float | None:
-    for rec in records(SIZE_TABLE):
-        if (rec["method"], rec["depth"], rec["width"], rec["seed"]) == (method, depth, width, 0):
-            return curve_at(rec, k)
-    return None
-
-
 def report() -> None:
     recs = records()
+    table = records(SIZE_TABLE)
     points = (0, 50, 100, 250, 500, 1000, 2000)
     lines = ["# Transferred inits in their first full steps: held-out loss by learning rate", "",
              "Command: `python bench/transfer_lr.py [--sizes DxW ...] [--methods ...]`, then `--report`.",
@@ -130,9 +122,9 @@ def report() -> None:
         vals = [curve_at(r, k) for k in points]
         full = [(c["heldout"], c["step"]) for c in r["curve"] if c["phase"] == "full"]
         best = min(full)
-        ref = " / ".join(
-            f"{v:.4f}" if v is not None else "-" for v in
-            (size_table_point(r["method"], r["depth"], r["width"], k) for k in (250, 500, 2000)))
+        same = longest(table, r["method"], (r["depth"], r["width"]))
+        ref = " / ".join(f"{v:.4f}" if v is not None else "-" for v in
+                         ((curve_at(same, k) if same else None) for k in (250, 500, 2000)))
         lines.append(f"| {r['method']} | d{r['depth']} w{r['width']} | {r['lr']:g} | "
                      + " | ".join(f"{v:.4f}" if v is not None else "-" for v in vals)
                      + f" | {best[0]:.4f} ({best[1]}) | {ref} |")
