@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup run test lint services data bench-quick clean
+.PHONY: setup run test lint services data bench-quick clean submission-size
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +45,9 @@ bench-quick: setup
 
 clean:
 	rm -rf $(VENV) var out .pytest_cache .ruff_cache
+
+# The size a session's submission is judged by: every commit's diff since BASE, as text (binary files in base85).
+submission-size:
+	@test -n "$(BASE)" || { echo "usage: make submission-size BASE=<commit the session started from>" >&2; exit 2; }
+	@git rev-list --reverse $(BASE)..HEAD | while read c; do git diff --binary $$c~1 $$c | wc -c; done \
+		| awk '{ s += $$1 } END { printf "%.1f MiB of diff in %d commits (limit 256 MiB)\n", s / 1048576, NR }'

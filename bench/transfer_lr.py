@@ -8,6 +8,7 @@ other rates and records the held-out curve every 50 steps.
 
     python bench/transfer_lr.py                       # d8 w128, lr 1e-3 / 3e-4 / 1e-4, 500 steps
     python bench/transfer_lr.py --sizes 12x128 --report
+    python bench/transfer_lr.py --rates 1e-3 --warmup 500 --steps 2000   # a long warm-up instead of a lower rate
     python bench/transfer_lr.py --restart        # the ancestry itself: which part of a restart hurts
 
 `--restart` continues the ancestry's own pre-training state (`learngenes/default/train_state.pt`)
@@ -46,24 +47,31 @@ from fine.training import DiffusionLoss, OptimConfig, fit  # noqa: E402
 LG = ROOT / "learngenes" / "default" / "learngene.safetensors"
 OUT = ROOT / "bench" / "results" / "transfer_lr"
 SIZE_TABLE = ROOT / "bench" / "results" / "size_table" / "runs.jsonl"
+DENSE_WARMUP = OptimConfig().warmup  # the size table's dense phase: OptimConfig's defaults (lr 1e-3, 50 warm-up steps)
 
 
-def run_all(sizes: list[tuple[int, int]], rates: list[float], methods: list[str], steps: int) -> None:
+def warmup_of(rec: dict) -> int:
+    """Records from before `--warmup` existed all used the default warm-up."""
+    return rec.get("warmup", DENSE_WARMUP)
+
+
+def run_all(sizes: list[tuple[int, int]], rates: list[float], methods: list[str], steps: int,
+            warmup: int = DENSE_WARMUP) -> None:
     lg = load_learngene(LG)
     train, test = load("fashion-mnist", "train"), load("fashion-mnist", "test")
     ecfg = EvalConfig(curve_every=50)
-    done = {(r["method"], r["depth"], r["width"], r["lr"], r["full_steps"]) for r in records()}
+    done = {(r["method"], r["depth"], r["width"], r["lr"], warmup_of(r), r["full_steps"]) for r in records()}
     for depth, width in sizes:
         for method in methods:
             for lr in rates:
-                if (method, depth, width, lr, steps) in done:
+                if (method, depth, width, lr, warmup, steps) in done:
                     continue
                 run = Run(method, depth, width, seed=0, full_steps=steps, learngene=lg.id)
                 rec = train_run(run, lg, train, test, ecfg,
-                                full_optim=OptimConfig(lr=lr, warmup=50, batch_size=ecfg.batch_size))
-                append(OUT / "runs.jsonl", rec | {"lr": lr})
-                print(f"{method} d{depth} w{width} lr {lr:g} {steps} steps: {rec['heldout']:.4f} ({rec['seconds']:.0f} s)",
-                      flush=True)
+                                full_optim=OptimConfig(lr=lr, warmup=warmup, batch_size=ecfg.batch_size))
+                append(OUT / "runs.jsonl", rec | {"lr": lr, "warmup": warmup})
+                print(f"{method} d{depth} w{width} lr {lr:g} warm-up {warmup} {steps} steps: "
+                      f"{rec['heldout']:.4f} ({rec['seconds']:.0f} s)", flush=True)
 
 
 RESTARTS = {  # name -> (weights in train_state.pt, keep its AdamW state)
@@ -83,8 +91,8 @@ def restart_runs(steps: int = 200, every: int = 25, lr: float = 1e-3) -> None:
         torch.manual_seed(0)
         model = DiT(DiTConfig(**state["config"]))
         model.load_state_dict(state[weights])
-        # A continuation keeps its rate; a fresh optimiser gets the size table's 50 warm-up steps.
-        optim = OptimConfig(lr=lr, warmup=1 if keep_adam else 50)
+        # A continuation keeps its rate; a fresh optimiser gets the size table's warm-up.
+        optim = OptimConfig(lr=lr, warmup=1 if keep_adam else DENSE_WARMUP)
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=optim.weight_decay)
         if keep_adam:
             opt.load_state_dict(state["opt"])
@@ -112,20 +120,21 @@ def report() -> None:
     points = (0, 50, 100, 250, 500, 1000, 2000)
     lines = ["# Transferred inits in their first full steps: held-out loss by learning rate", "",
              "Command: `python bench/transfer_lr.py [--sizes DxW ...] [--methods ...]`, then `--report`.",
-             "Fashion-MNIST, 5,000-image subset, seed 0, batch 64, 50 warm-up steps then a constant rate;",
+             f"Fashion-MNIST, 5,000-image subset, seed 0, batch 64, a linear warm-up ({DENSE_WARMUP} steps unless",
+             "the row says otherwise) then a constant rate;",
              "FINE's sigma stage as in the size table (300 steps, lr 3e-3). Step 0 = after init / sigma stage.",
              "`size table` = the same run's points in `size_table/runs.jsonl` (see the script's docstring).", "",
-             "| method | size | lr | " + " | ".join(f"{k}" for k in points)
+             "| method | size | lr | warm-up | " + " | ".join(f"{k}" for k in points)
              + " | best (step) | size table, lr 1e-3: 250 / 500 / 2000 |",
-             "|---|---|---|" + "---|" * len(points) + "---|---|"]
-    for r in sorted(recs, key=lambda r: (r["method"], r["depth"], r["width"], r["full_steps"], -r["lr"])):
+             "|---|---|---|---|" + "---|" * len(points) + "---|---|"]
+    for r in sorted(recs, key=lambda r: (r["method"], r["depth"], r["width"], r["full_steps"], -r["lr"], warmup_of(r))):
         vals = [curve_at(r, k) for k in points]
         full = [(c["heldout"], c["step"]) for c in r["curve"] if c["phase"] == "full"]
         best = min(full)
         same = longest(table, r["method"], (r["depth"], r["width"]))
         ref = " / ".join(f"{v:.4f}" if v is not None else "-" for v in
                          ((curve_at(same, k) if same else None) for k in (250, 500, 2000)))
-        lines.append(f"| {r['method']} | d{r['depth']} w{r['width']} | {r['lr']:g} | "
+        lines.append(f"| {r['method']} | d{r['depth']} w{r['width']} | {r['lr']:g} | {warmup_of(r)} | "
                      + " | ".join(f"{v:.4f}" if v is not None else "-" for v in vals)
                      + f" | {best[0]:.4f} ({best[1]}) | {ref} |")
     rs = json.loads((OUT / "restart.json").read_text()) if (OUT / "restart.json").exists() else []
@@ -159,7 +168,9 @@ def plot(recs: list[dict], restarts: list[dict]) -> None:
     for ax, (d, w) in zip(axes[0], sizes, strict=False):
         for r in (r for r in recs if (r["depth"], r["width"]) == (d, w)):
             pts = [(0, curve_at(r, 0))] + [(c["step"], c["heldout"]) for c in r["curve"] if c["phase"] == "full"]
-            ax.plot(*zip(*pts, strict=True), marker=".", label=f"{r['method']} lr {r['lr']:g}, {r['full_steps']} steps")
+            wu = "" if warmup_of(r) == DENSE_WARMUP else f", warm-up {warmup_of(r)}"
+            ax.plot(*zip(*pts, strict=True), marker=".",
+                    label=f"{r['method']} lr {r['lr']:g}{wu}, {r['full_steps']} steps")
         ax.set(title=f"depth {d}, width {w}", xlabel="full steps after init / sigma stage", ylabel="held-out MSE")
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -173,6 +184,8 @@ def main() -> None:
     p.add_argument("--rates", nargs="+", type=float, default=[1e-3, 3e-4, 1e-4])
     p.add_argument("--methods", nargs="+", default=["fine"])
     p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--warmup", type=int, default=DENSE_WARMUP, metavar="STEPS",
+                   help="linear warm-up of the dense phase's rate")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--restart", action="store_true", help="continue the ancestry's pre-training state three ways")
     p.add_argument("--report", action="store_true", help="only write table.md and curves.png")
@@ -182,7 +195,7 @@ def main() -> None:
         OUT.mkdir(parents=True, exist_ok=True)
         restart_runs()
     elif not a.report:
-        run_all([tuple(int(v) for v in s.split("x")) for s in a.sizes], a.rates, a.methods, a.steps)
+        run_all([tuple(int(v) for v in s.split("x")) for s in a.sizes], a.rates, a.methods, a.steps, a.warmup)
     report()
 
 
