@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from descendants import EvalConfig, Run, append, done_keys, fd_floor, train_run  # noqa: E402
+from descendants import EvalConfig, Run, append, done_keys, fd_floor, read_runs, train_run  # noqa: E402
 
 from fine.data import load  # noqa: E402
 from fine.formats import load_learngene  # noqa: E402
@@ -51,8 +51,7 @@ def planned(lg_id: str) -> list[tuple[str, str, Run]]:
 
 
 def report(lg_id: str) -> None:
-    recs = {Run(**{k: (tuple(v) if k == "fd_at" else v) for k, v in r.items() if k in Run.__dataclass_fields__}).key(): r
-            for r in map(json.loads, (OUT / "runs.jsonl").read_text().splitlines())}
+    recs = {Run.from_record(r).key(): r for r in read_runs(OUT / "runs.jsonl")}
     floor = json.loads((OUT / "floor.json").read_text())
     lines = ["# Ablations of FINE's initialisation (Fashion-MNIST, default learngene)", "",
              "Command: `python bench/ablations.py` (then `--report`). Width 128, seed 0, the sigma stage "

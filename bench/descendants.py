@@ -42,6 +42,11 @@ class Run:
     def key(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
+    @classmethod
+    def from_record(cls, rec: dict) -> Run:
+        """The run a runs.jsonl record was made by (JSON turned fd_at into a list)."""
+        return cls(**{k: (tuple(v) if k == "fd_at" else v) for k, v in rec.items() if k in cls.__dataclass_fields__})
+
 
 @dataclass
 class EvalConfig:
@@ -232,16 +237,13 @@ def longest(recs: list[dict], method: str, size: tuple[int, int], seed: int = 0)
     return max(mine, key=lambda r: r["full_steps"], default=None)
 
 
+def read_runs(*paths: Path) -> list[dict]:
+    """Every record of these runs.jsonl files, in order; a missing file has none."""
+    return [json.loads(line) for path in paths if path.exists() for line in path.read_text().splitlines() if line.strip()]
+
+
 def done_keys(path: Path) -> set[str]:
-    if not path.exists():
-        return set()
-    keys = set()
-    for line in path.read_text().splitlines():
-        if line.strip():
-            rec = json.loads(line)
-            keys.add(Run(**{k: (tuple(v) if k == "fd_at" else v) for k, v in rec.items()
-                            if k in Run.__dataclass_fields__}).key())
-    return keys
+    return {Run.from_record(rec).key() for rec in read_runs(path)}
 
 
 def append(path: Path, record: dict) -> None:

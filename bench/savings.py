@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from descendants import curve_at, longest, scratch_steps  # noqa: E402
+from descendants import curve_at, longest, read_runs, scratch_steps  # noqa: E402
 
 from fine.assembly import assemble  # noqa: E402
 from fine.diffusion import Diffusion  # noqa: E402
@@ -80,7 +80,7 @@ def main() -> None:
     torch.set_num_threads(1)
     lg = load_learngene(a.learngene)
     meta = json.loads((a.learngene.parent / "config.json").read_text())
-    recs = [json.loads(line) for path in a.runs for line in path.read_text().splitlines() if line.strip()]
+    recs = read_runs(*a.runs)
     recs = [r for r in recs if r["seed"] == 0 and r["dataset"] == "fashion-mnist" and r.get("learngene", "") in ("", lg.id)]
 
     anc = lg.model

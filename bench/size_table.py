@@ -45,6 +45,7 @@ from descendants import (  # noqa: E402
     done_keys,
     fd_floor,
     longest,
+    read_runs,
     scratch_steps,
     train_run,
 )
@@ -192,7 +193,7 @@ def results_dir(prof: Profile) -> Path:
 
 def report(prof: Profile) -> None:
     out = results_dir(prof)
-    recs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines() if line.strip()]
+    recs = read_runs(out / "runs.jsonl")
     suffix = metric_suffix(prof.dataset) or "fd"
     floor = json.loads((out / "floor.json").read_text()) if (out / "floor.json").exists() else {}
     rows = point_rows(recs, suffix)

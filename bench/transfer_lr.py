@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from descendants import EvalConfig, Run, append, curve_at, longest, train_run  # noqa: E402
+from descendants import EvalConfig, Run, append, curve_at, longest, read_runs, train_run  # noqa: E402
 
 from fine.data import load  # noqa: E402
 from fine.diffusion import Diffusion  # noqa: E402
@@ -60,7 +60,7 @@ def run_all(sizes: list[tuple[int, int]], rates: list[float], methods: list[str]
     lg = load_learngene(LG)
     train, test = load("fashion-mnist", "train"), load("fashion-mnist", "test")
     ecfg = EvalConfig(curve_every=50)
-    done = {(r["method"], r["depth"], r["width"], r["lr"], warmup_of(r), r["full_steps"]) for r in records()}
+    done = {(r["method"], r["depth"], r["width"], r["lr"], warmup_of(r), r["full_steps"]) for r in read_runs(OUT / "runs.jsonl")}
     for depth, width in sizes:
         for method in methods:
             for lr in rates:
@@ -110,13 +110,9 @@ def restart_runs(steps: int = 200, every: int = 25, lr: float = 1e-3) -> None:
     (OUT / "restart.json").write_text(json.dumps(out, indent=1) + "\n")
 
 
-def records(path: Path = OUT / "runs.jsonl") -> list[dict]:
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
-
-
 def report() -> None:
-    recs = records()
-    table = records(SIZE_TABLE)
+    recs = read_runs(OUT / "runs.jsonl")
+    table = read_runs(SIZE_TABLE)
     points = (0, 50, 100, 250, 500, 1000, 2000)
     lines = ["# Transferred inits in their first full steps: held-out loss by learning rate", "",
              "Command: `python bench/transfer_lr.py [--sizes DxW ...] [--methods ...]`, then `--report`.",
