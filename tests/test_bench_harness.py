@@ -9,7 +9,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
-from descendants import Checkpointing, EvalConfig, Run, RunPaused, append, done_keys, train_run  # noqa: E402
+from descendants import (  # noqa: E402
+    Checkpointing,
+    EvalConfig,
+    Run,
+    RunPaused,
+    append,
+    done_keys,
+    read_runs,
+    train_run,
+)
 
 from fine.data import load  # noqa: E402
 
@@ -29,6 +38,20 @@ def test_harness_runs_every_method_and_resumes(tmp_path, toy_learngene) -> None:
         assert phases[0] == "init" and ("sigma" in phases) == (run.method == "fine")
         append(path, rec)
     assert done_keys(path) == {r.key() for r in runs}
+
+
+def test_records_read_back_in_order_across_files(tmp_path) -> None:
+    first, second, missing = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "none.jsonl"
+    runs = [Run("fine", 2, 32, fd_at=(0, 4)), Run("scratch", 4, 64, seed=1), Run("tleg", 1, 32)]
+    append(first, {**runs[0].__dict__, "heldout": 0.1})
+    append(second, {**runs[1].__dict__, "heldout": 0.2})
+    append(second, {**runs[2].__dict__, "heldout": 0.3})
+    with open(second, "a") as f:
+        f.write("\n")  # a trailing blank line is not a record
+    recs = read_runs(first, missing, second)
+    assert [r["heldout"] for r in recs] == [0.1, 0.2, 0.3]
+    assert [Run.from_record(r) for r in recs] == runs  # fd_at comes back a tuple, extra keys are ignored
+    assert read_runs(missing) == [] and done_keys(missing) == set()
 
 
 def test_batches_started_midway_match_the_uninterrupted_stream() -> None:
