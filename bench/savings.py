@@ -34,7 +34,7 @@ from descendants import curve_at, longest, read_runs, scratch_steps  # noqa: E40
 from fine.assembly import assemble  # noqa: E402
 from fine.diffusion import Diffusion  # noqa: E402
 from fine.formats import load_learngene, save_dense, save_factored  # noqa: E402
-from fine.training import WidthAwareLoss  # noqa: E402
+from fine.training import SubnetLoss  # noqa: E402
 
 
 def step_gflop(model, loss_of) -> float:
@@ -84,7 +84,7 @@ def main() -> None:
     recs = [r for r in recs if r["seed"] == 0 and r["dataset"] == "fashion-mnist" and r.get("learngene", "") in ("", lg.id)]
 
     anc = lg.model
-    wa = WidthAwareLoss(anc, meta.get("widths") or [anc.cfg.hidden_size])
+    wa = SubnetLoss(anc, meta.get("widths") or [anc.cfg.hidden_size])
     anc_step = step_gflop(anc, lambda x, y, g: wa(x, y, g)[0])
     anc_steps = int(meta.get("steps", 0))
     rows, fine_total, scratch_total, dense_bytes, factored_bytes = [], 0.0, 0.0, 0, 0

@@ -28,7 +28,7 @@ from fine.assembly import assemble  # noqa: E402
 from fine.config import DiTConfig  # noqa: E402
 from fine.diffusion import Diffusion  # noqa: E402
 from fine.model import DiT  # noqa: E402
-from fine.training import WidthAwareLoss, default_widths  # noqa: E402
+from fine.training import SubnetLoss, default_widths  # noqa: E402
 
 
 def _timed(fn, repeats: int, warmup: int = 2) -> list[float]:
@@ -61,7 +61,7 @@ def step_case(case: str, depth: int, width: int, rank: int, batch: int, repeats:
     torch.manual_seed(0)
     model = model_for("dense" if case == "dense" else "fine", depth, width, rank)
     if case == "ancestry":  # one width-aware pre-training step of a factored ancestry (all widths)
-        sandwich = WidthAwareLoss(model, default_widths(model.cfg))
+        sandwich = SubnetLoss(model, default_widths(model.cfg))
     diffusion = Diffusion()
     net = torch.compile(model) if compile_ else model
     cast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")

@@ -13,6 +13,7 @@ Methods (one code path, same data, same budgets):
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import torch
 
@@ -70,6 +71,22 @@ def _per_layer(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
         else:
             body[k] = v
     return body, {k: [d[i] for i in sorted(d)] for k, d in layers.items()}
+
+
+def respread_layers(
+    state: dict[str, torch.Tensor], depth: int, spread: Callable[[torch.Tensor, int], torch.Tensor] = interpolate_layers
+) -> dict[str, torch.Tensor]:
+    """The same state with its per-layer tensors spread over `depth` layers (differentiable).
+
+    Used on detached tensors to assemble a descendant and on live parameters for depth-aware
+    pre-training, so both build a depth the same way.
+    """
+    body, layers = _per_layer(state)
+    for name, values in layers.items():
+        new = spread(torch.stack(values), depth)
+        for j in range(depth):
+            body[f"blocks.{j}.{name}"] = new[j]
+    return body
 
 
 def adapt_body(
@@ -172,13 +189,8 @@ def assemble(
                 state[f"blocks.{j}.{name}"] = values[i].clone()
     else:
         sliced = slice_state({k: v.detach() for k, v in ancestry.state_dict().items()}, src, width)
-        body, layers = _per_layer(sliced)
-        state = adapt_body(body, src, cfg)
         spread = interpolate_layers if method == "fine" else linear_fit_layers
-        for name, values in layers.items():
-            new = spread(torch.stack(values), depth)
-            for j in range(depth):
-                state[f"blocks.{j}.{name}"] = new[j].clone()
+        state = adapt_body(respread_layers(sliced, depth, spread), src, cfg)
     model = DiT(cfg, base_grid=base_grid)
     model.load_state_dict({k: v.clone() for k, v in state.items()})
     return model

@@ -35,6 +35,8 @@ def _progress_bar() -> Callable[[str, int, int, float | None], None]:
 
 
 def cmd_pretrain(a: argparse.Namespace) -> None:
+    import time
+
     import torch
 
     from fine.config import DiTConfig
@@ -61,12 +63,31 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
             f"pass --image-size {train.image_size} --channels {train.channels}"
         )
     eval_widths = default_widths(cfg, a.min_width)  # log every offered width, trained or not
+    depths = _depth_list(a.depths, cfg.depth)
     pcfg = PretrainConfig(steps=a.steps, widths=widths, widths_per_step=a.widths_per_step, ema_decay=a.ema,
                           seed=a.seed, ckpt_every=a.ckpt_every, eval_every=a.eval_every, name=a.name,
-                          eval_widths=eval_widths)
-    optim = OptimConfig(lr=a.lr, warmup=a.warmup, batch_size=a.batch_size)
-    side = pretrain(a.out, cfg, train, test, pcfg, optim, progress=_progress_bar())
+                          eval_widths=eval_widths, sigma_init=a.sigma_init, sigma_lr_scale=a.sigma_lr_scale,
+                          depths=depths, depths_per_step=a.depths_per_step,
+                          eval_depths=_depth_list(a.eval_depths, cfg.depth))
+    optim = OptimConfig(lr=a.lr, warmup=a.warmup, batch_size=a.batch_size, schedule=a.schedule)
+    deadline = time.time() + 60 * a.stop_after if a.stop_after else None
+    side = pretrain(a.out, cfg, train, test, pcfg, optim, progress=_progress_bar(), deadline=deadline)
     print(f"learngene {side['id']} sha256 {side['sha256']} -> {Path(a.out) / 'learngene'}")
+
+
+def _depth_list(text: str, full: int) -> list[int]:
+    """'all' (every depth below `full`), 'none', '1-5' or '2,4,6'."""
+    if text == "none":
+        return []
+    if text == "all":
+        return list(range(1, full))
+    try:
+        if "-" in text:
+            lo, hi = (int(v) for v in text.split("-"))
+            return list(range(lo, hi + 1))
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise CliError(f"depths must be 'all', 'none', a range like 1-5 or a list like 2,4,6; got {text!r}") from None
 
 
 def _positive(name: str, value: int, minimum: int = 1) -> None:
@@ -191,11 +212,18 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--widths", default="all", help="'all' (every head multiple >= --min-width), 'none', or a list")
     pt.add_argument("--min-width", type=int, default=64)
     pt.add_argument("--widths-per-step", type=int, default=None)
+    pt.add_argument("--sigma-init", default="random", help="random (per layer) | equal (every layer the same)")
+    pt.add_argument("--sigma-lr-scale", type=float, default=1.0, help="sigma's rate as a multiple of --lr")
+    pt.add_argument("--depths", default="none", help="depth-aware: 'all' (every shallower depth), 'none', 1-5, 2,4")
+    pt.add_argument("--depths-per-step", type=int, default=1)
+    pt.add_argument("--eval-depths", default="none", help="depths whose assembled held-out loss is logged")
+    pt.add_argument("--schedule", default="constant", help="constant | cosine (decay over --steps after warm-up)")
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("--ckpt-every", type=int, default=250)
     pt.add_argument("--eval-every", type=int, default=250)
     pt.add_argument("--threads", type=int, default=0)
     pt.add_argument("--name", default="fmnist")
+    pt.add_argument("--stop-after", type=float, default=0, help="minutes; then checkpoint and stop (re-run to resume)")
     pt.set_defaults(func=cmd_pretrain)
 
     it = sub.add_parser("init", help="assemble a descendant, train its sigma, evaluate and save it")

@@ -17,6 +17,10 @@ from torch import nn
 from fine.config import WEIGHT_TYPES, DiTConfig, linear_shapes
 
 LN_EPS = 1e-6
+# How an ancestry's per-layer sigma starts: `random` draws it per layer (the first learngene's
+# recipe: layers start as unrelated random codes that training never undid), `equal` gives every
+# layer the same positive sigma (1 % noise), so layers differ only by what they learn.
+SIGMA_INITS = ("random", "equal")
 
 
 def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -230,12 +234,14 @@ class DiT(nn.Module):
 
     # -- initialisation -------------------------------------------------------------------
     @torch.no_grad()
-    def initialize_weights(self, generator: torch.Generator | None = None) -> None:
-        """DiT's initialisation; learngenes get orthonormal factors.
+    def initialize_weights(self, generator: torch.Generator | None = None, sigma_init: str = "random") -> None:
+        """DiT's initialisation; learngenes get orthonormal factors and sigma per `sigma_init`.
 
         adaLN modulations and the final layer are zeroed (adaLN-Zero: every block starts as the
         identity and the model starts by predicting zero noise).
         """
+        if sigma_init not in SIGMA_INITS:
+            raise ValueError(f"unknown sigma_init {sigma_init!r}: use one of {', '.join(SIGMA_INITS)}")
         g = generator
         for m in self.modules():
             if isinstance(m, nn.Linear):
@@ -252,12 +258,14 @@ class DiT(nn.Module):
                 gene.U.copy_(_orthonormal(gene.U.shape, g))
                 gene.V.copy_(_orthonormal(gene.V.shape, g))
                 out_f, in_f = gene.U.shape[0], gene.V.shape[0]
-                # Gaussian sigma of this scale gives W the Frobenius norm of a Xavier matrix;
-                # random per layer so blocks do not start identical.
+                # sigma of RMS s0 gives W the Frobenius norm of a Xavier matrix.
                 s0 = math.sqrt(2.0 * out_f * in_f / ((out_f + in_f) * gene.U.shape[1]))
                 for block in self.blocks:
                     lin = block.linears()[kind]
-                    lin.sigma.normal_(0, s0, generator=g)
+                    if sigma_init == "random":
+                        lin.sigma.normal_(0, s0, generator=g)
+                    else:
+                        lin.sigma.normal_(0, 0.01, generator=g).add_(1.0).mul_(s0)
                     lin.bias.zero_()
         for block in self.blocks:
             ada = block.adaLN

@@ -7,6 +7,7 @@ All loops share `fit`, which reports progress through a callback and stops coope
 from __future__ import annotations
 
 import copy
+import math
 import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from fine.assembly import respread_layers
 from fine.config import DiTConfig
 from fine.data import ImageData, batches
 from fine.diffusion import Diffusion
@@ -29,13 +31,30 @@ class JobCanceled(Exception):
     """Raised inside a training loop when `should_stop` returned True."""
 
 
+SCHEDULES = ("constant", "cosine")
+
+
 @dataclass
 class OptimConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
-    warmup: int = 50  # linear warm-up steps; the rate is constant afterwards
+    warmup: int = 50  # linear warm-up steps
     grad_clip: float = 1.0
     batch_size: int = 64
+    schedule: str = "constant"  # after warm-up: constant, or cosine decay to final_lr_frac * lr at the last step
+    final_lr_frac: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}: use one of {', '.join(SCHEDULES)}")
+
+    def factor(self, step: int, steps: int) -> float:
+        """The rate at 0-based `step` of a `steps`-step run, as a fraction of `lr`."""
+        warm = min(1.0, (step + 1) / max(1, self.warmup))
+        if self.schedule == "constant" or step < self.warmup:
+            return warm
+        progress = min(1.0, (step - self.warmup) / max(1, steps - 1 - self.warmup))
+        return self.final_lr_frac + (1 - self.final_lr_frac) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def fit(
@@ -50,7 +69,10 @@ def fit(
     start_step: int = 0,
     after_step: Callable[[int, float], None] | None = None,
 ) -> list[float]:
-    """Run `steps` AdamW steps on `params`; returns the per-step losses."""
+    """Run `steps` AdamW steps on `params`; returns the per-step losses.
+
+    A parameter group's optional `lr_scale` multiplies the scheduled rate (e.g. sigma's own rate).
+    """
     params = [p for p in params if p.requires_grad]
     opt = optimizer or torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
     losses: list[float] = []
@@ -58,7 +80,7 @@ def fit(
         if should_stop is not None and should_stop():
             raise JobCanceled(f"{phase} canceled at step {step}/{steps}")
         for group in opt.param_groups:
-            group["lr"] = optim.lr * min(1.0, (step + 1) / max(1, optim.warmup))
+            group["lr"] = optim.lr * group.get("lr_scale", 1.0) * optim.factor(step, steps)
         loss = loss_fn(step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -107,6 +129,12 @@ class DiffusionLoss:
 
 
 # -- the stages of a descendant ------------------------------------------------------------------
+# Parts of the shared body that may train in the sigma stage (U and V never do: the descendant stays
+# factored). A target with other channels or another image size cannot adapt without its
+# input/output layers (DESIGN.md: 0.68 held-out frozen vs 0.031 with them, colour digits).
+BODY_PARTS = ("x_embedder", "final_layer", "t_embedder", "y_embedder")
+
+
 def sigma_stage(
     model: DiT,
     data: ImageData,
@@ -114,28 +142,37 @@ def sigma_stage(
     *,
     train_bias: bool = True,
     train_labels: bool = False,
+    train_parts: tuple[str, ...] = (),
+    parts_lr_scale: float = 1.0,
     optim: OptimConfig | None = None,
     seed: int = 0,
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
 ) -> list[float]:
-    """Train only sigma (and block biases; and the label table for a new task); all else frozen."""
+    """Train only sigma (and block biases; the label table for a new task; the body `train_parts`, at
+    `parts_lr_scale` times the rate); U, V and everything else stay frozen."""
     if model.genes is None:
         raise ValueError("the sigma stage needs a learngene-backed (factored) model")
+    unknown = set(train_parts) - set(BODY_PARTS)
+    if unknown:
+        raise ValueError(f"unknown body parts {sorted(unknown)}: use some of {', '.join(BODY_PARTS)}")
     optim = optim or OptimConfig(lr=3e-3, warmup=20)
     for p in model.parameters():
         p.requires_grad_(False)
     trainable = model.sigma_parameters()
     if train_bias:
         trainable += model.block_bias_parameters()
-    if train_labels:
+    if train_labels and "y_embedder" not in train_parts:
         trainable.append(model.y_embedder.embedding_table.weight)
-    for p in trainable:
+    body = [p for part in train_parts for p in getattr(model, part).parameters()]
+    for p in trainable + body:
         p.requires_grad_(True)
+    groups = [{"params": trainable}] + ([{"params": body, "lr_scale": parts_lr_scale}] if body else [])
+    opt = torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay)
     model.train()
     loss_fn = DiffusionLoss(model, data, optim.batch_size, seed)
     try:
-        return fit(trainable, loss_fn, steps, optim, "sigma", progress, should_stop)
+        return fit(trainable + body, loss_fn, steps, optim, "sigma", progress, should_stop, optimizer=opt)
     finally:
         for p in model.parameters():
             p.requires_grad_(True)
@@ -186,21 +223,29 @@ def train_all(
 
 
 # -- ancestry pre-training -----------------------------------------------------------------------
-class WidthAwareLoss:
-    """Sandwich rule: every step trains the full width, the narrowest, and the other widths.
+class SubnetLoss:
+    """Sandwich rule over widths, plus random shallower depths: the sub-networks an ancestry trains.
 
-    Narrower widths are evaluated as prefix sub-networks of the full-width parameters
-    (`fine.width.slice_state` on live tensors), so their gradients land in the shared weights.
-    `per_step` bounds how many widths beyond full and narrowest are drawn each step (None: all).
+    Every step trains the full model, the narrowest width and (up to `per_step`) the other widths
+    at full depth; then `depths_per_step` draws of a depth from `depths` at a random offered width.
+    Narrower widths are prefix sub-networks (`fine.width.slice_state`) and other depths are built by
+    the sigma interpolation descendants use (`fine.assembly.respread_layers`), both on live
+    tensors, so every gradient lands in the shared weights.
     """
 
-    def __init__(self, model: DiT, widths: list[int], per_step: int | None = None, seed: int = 0):
+    def __init__(self, model: DiT, widths: list[int], per_step: int | None = None, seed: int = 0,
+                 depths: list[int] | None = None, depths_per_step: int = 1):
         self.model = model
         self.full = model.cfg.hidden_size
         self.widths = sorted(set(widths) - {self.full})
+        self.depths = sorted(set(depths or []) - {model.cfg.depth})
+        if any(d < 1 for d in self.depths):
+            raise ValueError(f"depths must be >= 1, got {self.depths}")
         self.per_step = per_step
+        self.depths_per_step = depths_per_step
         self.rng = random.Random(seed)
         self.subnets = {w: DiT(model.cfg.replace(hidden_size=w)) for w in self.widths}
+        self.deep_subnets: dict[tuple[int, int], DiT] = {}
         self.diffusion = Diffusion()
 
     def draw(self) -> list[int]:
@@ -211,16 +256,31 @@ class WidthAwareLoss:
             others = self.rng.sample(others, self.per_step)
         return [narrowest, *others]
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, dict[int, float]]:
+    def draw_depths(self) -> list[tuple[int, int]]:
+        if not self.depths:
+            return []
+        return [(self.rng.choice(self.depths), self.rng.choice([*self.widths, self.full]))
+                for _ in range(self.depths_per_step)]
+
+    def _subnet(self, depth: int, width: int) -> DiT:
+        if (depth, width) not in self.deep_subnets:
+            self.deep_subnets[depth, width] = DiT(self.model.cfg.replace(depth=depth, hidden_size=width))
+        return self.deep_subnets[depth, width]
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         loss = self.diffusion.loss(self.model, x, y, generator=g)
-        parts = {self.full: loss.item()}
+        parts: dict = {self.full: loss.item()}
         params = dict(self.model.named_parameters())
-        for w in self.draw():
-            sub = self.subnets[w]
+        cfg = self.model.cfg
+        subs = [(cfg.depth, w, self.subnets[w]) for w in self.draw()]
+        subs += [(d, w, self._subnet(d, w)) for d, w in self.draw_depths()]
+        for depth, w, sub in subs:
             sub.train(self.model.training)
-            sliced = slice_state(params, self.model.cfg, w)
+            state = params if depth == cfg.depth else respread_layers(params, depth)
+            sliced = slice_state(state, cfg.replace(depth=depth), w)
             part = self.diffusion.loss(lambda *a, s=sub, p=sliced: functional_call(s, p, a), x, y, generator=g)
-            parts[w] = part.item()
+            # Full-depth widths keep their plain keys (as every log so far); other depths say both.
+            parts[w if depth == cfg.depth else f"d{depth}w{w}"] = part.item()
             loss = loss + part
         return loss, parts
 

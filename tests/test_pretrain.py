@@ -7,7 +7,7 @@ from fine.data import load
 from fine.formats import load_learngene
 from fine.model import DiT
 from fine.pretrain import PretrainConfig, pretrain
-from fine.training import OptimConfig, WidthAwareLoss
+from fine.training import OptimConfig, SubnetLoss
 from fine.width import slice_state
 
 
@@ -16,7 +16,7 @@ def test_width_aware_loss_trains_every_width_through_shared_weights() -> None:
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.02)
-    wl = WidthAwareLoss(model, [32, 64])
+    wl = SubnetLoss(model, [32, 64])
     x = torch.randn(8, 1, 8, 8)
     y = torch.randint(0, 10, (8,))
     loss, parts = wl(x, y, torch.Generator().manual_seed(0))
@@ -24,7 +24,7 @@ def test_width_aware_loss_trains_every_width_through_shared_weights() -> None:
     loss.backward()
     # The narrow prefix gets gradient from both widths; coordinates outside it only from the full width.
     model.zero_grad()
-    wl_narrow = WidthAwareLoss(model, [32, 64])
+    wl_narrow = SubnetLoss(model, [32, 64])
     sliced = slice_state(dict(model.named_parameters()), TOY, 32)
 
     def narrow(*a: torch.Tensor) -> torch.Tensor:

@@ -46,3 +46,21 @@ def test_sigma_stage_lowers_the_training_loss(toy_learngene) -> None:
     model = assemble(toy_learngene.model, 3, 64, "fine")
     losses = sigma_stage(model, load("digits", "train"), 60, optim=OptimConfig(lr=1e-2, warmup=5, batch_size=64))
     assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10
+
+
+def test_body_parts_train_at_their_own_rate_and_u_v_stay_frozen(toy_learngene) -> None:
+    model = assemble(toy_learngene.model, 2, 64, "fine")
+    before = _snapshot(model)
+    sigma_stage(model, load("digits", "train"), 3, train_parts=("x_embedder", "final_layer"), parts_lr_scale=0.0,
+                optim=OptimConfig(lr=1e-2, warmup=1, batch_size=16))
+    after = model.state_dict()
+    # A zero rate for the body group: the parts were given to the optimiser, at their own rate.
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("blocks."))
+    sigma_stage(model, load("digits", "train"), 3, train_parts=("x_embedder", "final_layer"),
+                optim=OptimConfig(lr=1e-2, warmup=1, batch_size=16))
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert {"x_embedder.proj.weight", "final_layer.linear.weight"} <= changed
+    assert not any(k.startswith(("genes.", "t_embedder.", "y_embedder.")) for k in changed)
+    with pytest.raises(ValueError, match="unknown body parts"):
+        sigma_stage(model, load("digits", "train"), 1, train_parts=("genes",))
