@@ -10,6 +10,7 @@ import socket
 import traceback
 from pathlib import Path
 
+from fine.spec import JobSpec
 from learngene_store import jobs as job_states
 from learngene_store.blobs import make_blob_store
 from learngene_store.db import session_factory
@@ -89,20 +90,15 @@ def _execute_init(settings: Settings, job: Job, work: Path, store, lease: Lease)
     from fine.pipeline import JobCanceled, init_descendant
 
     Session = session_factory(settings)
-    spec = job.spec
     lease.set_phase("loading")
     with Session() as session:
         assert job.learngene_id is not None
         lg_path = learngene_file(session, store, job.learngene_id, work)
         dataset = dataset_name(session, store, job.dataset, work)
-    result = init_descendant(
-        lg_path, dataset, spec["depth"], spec["hidden_size"], method=spec["method"],
-        sigma_steps=spec["sigma_steps"], subset_size=spec["subset_size"],
-        finetune_steps=spec["finetune_steps"], seed=spec["seed"], train_bias=spec["train_bias"],
-        batch_size=spec["batch_size"], eval_images=spec["eval_images"],
-        sample_steps=spec.get("sample_steps", 50), out_dir=work / "out",
-        progress=lease.progress, should_stop=lease.should_stop,
-    )
+    # The stored spec is the validated one (learngene and num_heads resolved); the dataset loads from here.
+    spec = JobSpec.model_validate({**job.spec, "dataset": dataset})
+    result = init_descendant(spec, lg_path, out_dir=work / "out", progress=lease.progress,
+                             should_stop=lease.should_stop)
     if lease.should_stop():
         raise JobCanceled("canceled after training")
     lease.set_phase("saving")
@@ -112,8 +108,8 @@ def _execute_init(settings: Settings, job: Job, work: Path, store, lease: Lease)
         files["diffusers"] = zipped
     rows = store_files(store, files)
     lease.stop()
-    checkpoint = {"learngene_id": job.learngene_id, "method": spec["method"], "dataset": job.dataset,
-                  "depth": spec["depth"], "hidden_size": spec["hidden_size"], "config": result.config,
+    checkpoint = {"learngene_id": job.learngene_id, "method": spec.method, "dataset": job.dataset,
+                  "depth": spec.depth, "hidden_size": spec.hidden_size, "config": result.config,
                   "metrics": result.metrics, "owner": job.owner}
     with Session() as session:
         ckpt_id = job_states.succeed(session, job.id, lease.lease, checkpoint, rows)

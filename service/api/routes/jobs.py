@@ -9,13 +9,14 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Header, Query, Request, Response
 from sqlalchemy import and_, or_, select
 
+from fine.spec import JobSpec
 from learngene_store import jobs as job_states
 from learngene_store.models import Job
 from service.deps import CeleryDep, JsonBody, OwnerDep, SessionDep, SettingsDep
 from service.errors import Problem
 from service.jobs_view import job_out
 from service.pagination import decode_cursor, encode_cursor
-from service.schemas import JobOut, JobSpec, Page, Status
+from service.schemas import JobOut, Page, Status
 from service.submit import submit
 from service.validation import validate_spec
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.formparsers import MultiPartException
 
+from fine.spec import PretrainSpec
 from learngene_store.blobs import BlobCorrupt, BlobMissing, BlobStore
 from learngene_store.catalog import DuplicateLearngene, register_learngene
 from learngene_store.learngene_meta import LearngeneMetaError, normalize, read_safetensors_header
@@ -24,7 +25,7 @@ from service.deps import CeleryDep, OwnerDep, SessionDep, SettingsDep, StoreDep
 from service.downloads import serve_blob
 from service.errors import Problem
 from service.jobs_view import job_out
-from service.schemas import DescendantOut, LearngeneDetail, LearngeneOut, PretrainSpec
+from service.schemas import DescendantOut, LearngeneDetail, LearngeneOut
 from service.submit import submit
 from service.uploads import spooled
 from service.validation import validate_pretrain
