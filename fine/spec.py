@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,6 +39,16 @@ PRETRAIN_LIMITS: dict[str, tuple[int, int]] = {
 }
 MAX_PRETRAIN_WIDTH = 1024
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+DEFAULT_LEARNGENE = Path("learngenes/default/learngene.safetensors")  # the shipped set, relative to the checkout
+
+
+def default_learngene(path: Path | str = DEFAULT_LEARNGENE) -> Path:
+    """A learngene path as given if absolute or present here, else in the source checkout (the shipped set by default)."""
+    path = Path(path)
+    if path.is_absolute() or path.exists():
+        return path
+    in_checkout = Path(__file__).resolve().parent.parent / path
+    return in_checkout if in_checkout.exists() else path
 
 
 @dataclass(frozen=True)

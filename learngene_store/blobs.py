@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from learngene_store.settings import Settings
+from learngene_store.settings import StoreSettings
 
 CHUNK = 1024 * 1024
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -151,7 +151,7 @@ class LocalBlobStore:
 class S3BlobStore:
     """An S3-compatible bucket; reads go through a verified local cache."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: StoreSettings) -> None:
         import boto3  # only needed when a bucket is configured
 
         self.bucket = settings.s3_bucket
@@ -217,7 +217,7 @@ class S3BlobStore:
         self.client.head_bucket(Bucket=self.bucket)
 
 
-def make_blob_store(settings: Settings) -> BlobStore:
+def make_blob_store(settings: StoreSettings) -> BlobStore:
     if settings.s3_bucket:
         return S3BlobStore(settings)
     return LocalBlobStore(settings.resolved_blob_dir)

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 
-from learngene_store.settings import get_settings
+from service.settings import get_settings
 
 log = logging.getLogger("service.cli")
 

@@ -15,16 +15,16 @@ from learngene_store import jobs as job_states
 from learngene_store.blobs import make_blob_store
 from learngene_store.db import session_factory
 from learngene_store.models import Job
-from learngene_store.settings import Settings
 from worker.inputs import dataset_name, learngene_file
 from worker.lease import Lease
 from worker.outputs import export_diffusers_zip, store_files
 from worker.pretrain_job import execute_pretrain, pretrain_dir
+from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
 
-def worker_id(settings: Settings) -> str:
+def worker_id(settings: WorkerSettings) -> str:
     return settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -33,7 +33,7 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def run_job(settings: Settings, job_id: str) -> str:
+def run_job(settings: WorkerSettings, job_id: str) -> str:
     """Returns what happened (for logs and tests)."""
     me = worker_id(settings)
     Session = session_factory(settings)
@@ -58,7 +58,7 @@ def run_job(settings: Settings, job_id: str) -> str:
     return outcome
 
 
-def _guarded(settings: Settings, job: Job, lease: Lease, run, work: Path, store) -> str:  # type: ignore[no-untyped-def]
+def _guarded(settings: WorkerSettings, job: Job, lease: Lease, run, work: Path, store) -> str:  # type: ignore[no-untyped-def]
     """Run a job body; turn cancel and errors into registry states (unless the lease was lost)."""
     import torch
 
@@ -86,7 +86,7 @@ def _guarded(settings: Settings, job: Job, lease: Lease, run, work: Path, store)
         return f"failed: {_one_line(e)}"
 
 
-def _execute_init(settings: Settings, job: Job, work: Path, store, lease: Lease) -> str:  # type: ignore[no-untyped-def]
+def _execute_init(settings: WorkerSettings, job: Job, work: Path, store, lease: Lease) -> str:  # type: ignore[no-untyped-def]
     from fine.pipeline import JobCanceled, init_descendant
 
     Session = session_factory(settings)
@@ -95,8 +95,10 @@ def _execute_init(settings: Settings, job: Job, work: Path, store, lease: Lease)
         assert job.learngene_id is not None
         lg_path = learngene_file(session, store, job.learngene_id, work)
         dataset = dataset_name(session, store, job.dataset, work)
-    # The stored spec is the validated one (learngene and num_heads resolved); the dataset loads from here.
-    spec = JobSpec.model_validate({**job.spec, "dataset": dataset})
+    # The stored spec is the validated one (learngene and num_heads resolved, warnings beside it);
+    # the dataset loads from here.
+    stored = {k: v for k, v in job.spec.items() if k in JobSpec.model_fields}
+    spec = JobSpec.model_validate({**stored, "dataset": dataset})
     result = init_descendant(spec, lg_path, out_dir=work / "out", progress=lease.progress,
                              should_stop=lease.should_stop)
     if lease.should_stop():

@@ -43,7 +43,7 @@ def create_job(spec: JobSpec, response: Response, session: SessionDep, settings:
         resolved = validate_spec(session, spec)
         return {"spec": {**resolved.spec, "warnings": resolved.warnings}, "learngene_id": resolved.learngene.id,
                 "dataset": spec.dataset, "method": spec.method,
-                "total": (spec.sigma_steps if spec.method == "fine" else 0) + spec.finetune_steps}
+                "total": spec.sigma_steps_run + spec.finetune_steps}
 
     job = submit(session, settings, celery, response, owner=owner, idempotency_key=idempotency_key, kind="init",
                  body=spec.model_dump(), build=build)

@@ -20,12 +20,12 @@ from learngene_store.blobs import BlobCorrupt, BlobMissing, BlobStore
 from learngene_store.catalog import DuplicateLearngene, register_learngene
 from learngene_store.learngene_meta import LearngeneMetaError, normalize, read_safetensors_header
 from learngene_store.models import Checkpoint, Learngene
-from learngene_store.settings import Settings
 from service.deps import CeleryDep, OwnerDep, SessionDep, SettingsDep, StoreDep
 from service.downloads import serve_blob
 from service.errors import Problem
 from service.jobs_view import job_out
 from service.schemas import DescendantOut, LearngeneDetail, LearngeneOut
+from service.settings import ApiSettings
 from service.submit import submit
 from service.uploads import spooled
 from service.validation import validate_pretrain
@@ -144,7 +144,7 @@ async def register(request: Request, session: SessionDep, store: StoreDep, setti
                         headers={"Location": f"/v1/learngenes/{lg.id}"})
 
 
-def _register_upload(session: Session, store: BlobStore, settings: Settings, owner: str,
+def _register_upload(session: Session, store: BlobStore, settings: ApiSettings, owner: str,
                      file: StarletteUploadFile, config: str | None) -> Learngene:
     sidecar: dict = {}
     if config:
