@@ -53,8 +53,9 @@ from descendants import (  # noqa: E402
 from fine.data import load  # noqa: E402
 from fine.formats import load_learngene  # noqa: E402
 from fine.metrics import metric_suffix  # noqa: E402
+from fine.spec import DEFAULT_LEARNGENE  # noqa: E402
 
-DEFAULT_LG = ROOT / "learngenes" / "default" / "learngene.safetensors"
+DEFAULT_LG = ROOT / DEFAULT_LEARNGENE
 METHODS = ("fine", "tleg", "weight-selection", "scratch")
 
 

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from fine.common import sha256_file
 from learngene_store.settings import StoreSettings
 
 CHUNK = 1024 * 1024
@@ -31,15 +32,6 @@ class BlobMissing(BlobError):
 
 class BlobCorrupt(BlobError):
     pass
-
-
-def sha256_file(path: Path) -> tuple[str, int]:
-    h, n = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-            n += len(chunk)
-    return h.hexdigest(), n
 
 
 def _check_key(sha256: str) -> None:
@@ -76,7 +68,7 @@ class _Verified:
         with self._lock:
             if self._seen.get(sha256) == stamp:
                 return
-        actual, _ = sha256_file(path)
+        actual = sha256_file(path)
         if actual != sha256:
             raise BlobCorrupt(f"blob {sha256} is corrupt on disk (content hashes to {actual})")
         with self._lock:
@@ -206,7 +198,7 @@ class S3BlobStore:
             except ClientError as e:
                 os.unlink(tmp)
                 raise BlobMissing(f"blob {sha256} is not in bucket {self.bucket}: {e}") from None
-            actual, _ = sha256_file(Path(tmp))
+            actual = sha256_file(Path(tmp))
             if actual != sha256:
                 os.unlink(tmp)
                 raise BlobCorrupt(f"blob {sha256} in bucket {self.bucket} hashes to {actual}")

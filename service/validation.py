@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
+from fine.common import DatasetError
+from fine.common import parse_dataset_name as parse_name
 from fine.spec import JobSpec, PretrainSpec
 from learngene_store.catalog import newest_learngene
-from learngene_store.datasets import DatasetError, parse_name
 from learngene_store.models import Dataset, Learngene
 from service.errors import Problem
 

@@ -16,18 +16,19 @@ STDLIB_AND_PYDANTIC = "stdlib+pydantic"
 # importer (a module or a package, most specific first) -> what of ours it may import
 RULES: list[tuple[str, tuple[str, ...]]] = [
     ("fine.spec", ()),  # and from outside only the standard library and pydantic
+    ("fine.common", ()),  # and from outside only the standard library and numpy
     ("fine", ("fine",)),
-    ("learngene_store", ("learngene_store",)),
+    ("learngene_store", ("learngene_store", "fine.common")),
     ("dispatch", ("dispatch", "learngene_store")),
-    ("service", ("service", "dispatch", "learngene_store", "fine.spec")),
+    ("service", ("service", "dispatch", "learngene_store", "fine.spec", "fine.common")),
     ("worker", ("worker", "dispatch", "learngene_store", "fine")),
     ("bench", ("bench", "fine")),
     ("fine_zoo", OURS),
     ("tests", OURS),
     ("api_tests", OURS),
 ]
-NO_TORCH = ("service", "dispatch", "learngene_store", "fine.spec")  # the API process never imports torch
-SPEC_THIRD_PARTY = ("pydantic",)
+NO_TORCH = ("service", "dispatch", "learngene_store", "fine.spec", "fine.common")  # the API process never imports torch
+THIRD_PARTY = {"fine.spec": ("pydantic",), "fine.common": ("numpy",)}  # all these two may import besides the stdlib
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -92,8 +93,8 @@ def violations(root: Path) -> list[str]:
                     out.append(f"{where} ({who} may import {', '.join(allowed) or 'nothing of ours'})")
             elif any(_within(me, p) for p in NO_TORCH) and _within(name, "torch"):
                 out.append(f"{where} ({who} runs in the API process, which never imports torch)")
-            elif who == "fine.spec" and not (_stdlib(name) or any(_within(name, p) for p in SPEC_THIRD_PARTY)):
-                out.append(f"{where} (fine.spec imports only the standard library and pydantic)")
+            elif who in THIRD_PARTY and not (_stdlib(name) or any(_within(name, p) for p in THIRD_PARTY[who])):
+                out.append(f"{where} ({who} imports only the standard library and {', '.join(THIRD_PARTY[who])})")
     return out
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.formparsers import MultiPartException
 
+from fine.common import maybe_json
 from fine.spec import PretrainSpec
 from learngene_store.blobs import BlobCorrupt, BlobMissing, BlobStore
 from learngene_store.catalog import DuplicateLearngene, register_learngene
@@ -158,7 +159,7 @@ def _register_upload(session: Session, store: BlobStore, settings: ApiSettings, 
         try:
             header = read_safetensors_header(path)
             _check_layout(header, path)
-            meta = {k: _maybe_json(v) for k, v in (header.get("__metadata__") or {}).items()}
+            meta = {k: maybe_json(v) for k, v in (header.get("__metadata__") or {}).items()}
             meta.update(sidecar)
             meta = normalize(meta, file.filename or "upload")
             return register_learngene(session, store, path, meta, owner=owner)
@@ -167,15 +168,6 @@ def _register_upload(session: Session, store: BlobStore, settings: ApiSettings, 
         except DuplicateLearngene as e:
             raise Problem(409, f"{e}; see /v1/learngenes/{e.existing.id}", type_="learngene-exists",
                           headers={"Location": f"/v1/learngenes/{e.existing.id}"}) from None
-
-
-def _maybe_json(v: object) -> object:
-    if isinstance(v, str):
-        try:
-            return json.loads(v)
-        except json.JSONDecodeError:
-            return v
-    return v
 
 
 def _check_layout(header: dict, path) -> None:  # type: ignore[no-untyped-def]
