@@ -18,6 +18,8 @@ RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 
 COPY pyproject.toml README.md ./
 COPY fine ./fine
+COPY fine_zoo ./fine_zoo
+COPY dispatch ./dispatch
 COPY learngene_store ./learngene_store
 COPY service ./service
 COPY worker ./worker

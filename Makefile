@@ -41,7 +41,7 @@ test: setup services lint
 	$(PY) -m pytest tests api_tests
 
 bench-quick: setup
-	$(PY) bench/size_table.py --quick
+	$(PY) bench/size_table.py --profile quick
 
 clean:
 	rm -rf $(VENV) var out .pytest_cache .ruff_cache

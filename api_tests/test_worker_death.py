@@ -11,8 +11,8 @@ import psycopg2
 
 from api_tests.conftest import TINY
 from api_tests.harness import Service
-from learngene_store.broker import enqueue_job, make_celery
-from learngene_store.settings import Settings
+from dispatch.broker import enqueue_job, make_celery
+from fine_zoo.settings import Settings
 
 
 def checkpoints_of(service: Service, job_id: str) -> int:

@@ -2,7 +2,7 @@
 
     python bench/claims.py bench/results/size_table            # writes <dir>/claims.md
 
-The README's claim table quotes these counts; regenerate after new runs land instead of
+bench/results/README.md's claim table quotes these counts; regenerate after new runs land instead of
 recounting by hand. Values are means over the seeds present (the seed count is shown).
 """
 

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import torch
 
-from fine.assembly import assemble, truncate_rank
+from fine.assembly import truncate_rank
 from fine.data import ImageData
 from fine.diffusion import Diffusion
 from fine.formats import LearngeneSet
 from fine.metrics import floor, heldout_loss, load_feature_classifier, named, sample_quality
-from fine.pipeline import new_task, sample_grid
-from fine.training import OptimConfig, TrainState, sigma_stage, train_all
+from fine.pipeline import DenseResume, Hooks, build_descendant, new_task, sample_grid, train_descendant
+from fine.spec import JobSpec
+from fine.training import OptimConfig, TrainState
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,12 @@ class Run:
     sigma_init: str = "interp"  # fine only: interp (= trained) | random | constant | linear
     learngene: str = ""
     rank: int = 0  # fine only: 0 = the learngene's rank, else its top-`rank` components (fine.assembly.truncate_rank)
+
+    def spec(self, ecfg: EvalConfig) -> JobSpec:
+        """The job spec this run trains (fine.pipeline's; the benchmark measures instead of evaluating)."""
+        return JobSpec(depth=self.depth, hidden_size=self.width, dataset=self.dataset, method=self.method,
+                       sigma_steps=self.sigma_steps, subset_size=ecfg.subset, finetune_steps=self.full_steps,
+                       seed=self.seed, train_bias=self.train_bias, batch_size=ecfg.batch_size)
 
     def key(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -133,7 +140,7 @@ def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecf
     one at each FD point too (a scratch run's shorter budgets exist only mid-run).
 
     `keep` is handed the final model (for diagnostics that look further than the record).
-    `full_optim` replaces the dense phase's optimiser settings (default: lr 1e-3, 50 warm-up steps).
+    `full_optim` replaces the dense phase's optimiser settings (default: fine.spec.FINETUNE_OPTIM).
 
     With `ckpt`, the dense phase is checkpointed and a run found there continues exactly where it
     stopped (same batches, noise and measurements as an uninterrupted run); the file is removed at the end.
@@ -142,8 +149,10 @@ def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecf
     torch.manual_seed(run.seed)
     subset = train.subset(ecfg.subset, seed=run.seed)
     ancestry = truncate_rank(lg.model, run.rank) if run.rank else lg.model
-    method = "tleg" if run.method == "fine" and run.sigma_init == "linear" else run.method
-    model = assemble(ancestry, run.depth, run.width, method, seed=run.seed)
+    spec = run.spec(ecfg)
+    # sigma_init "linear" is TLEG's assembly (the least-squares line over depth), then fine's sigma stage.
+    built = spec.model_copy(update={"method": "tleg"}) if run.method == "fine" and run.sigma_init == "linear" else spec
+    model = build_descendant(ancestry, built)
     diffusion = Diffusion()
     curve: list[dict] = []
     points: dict[str, dict] = {}  # full-step count -> measurements
@@ -151,63 +160,57 @@ def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecf
     if saved is not None and saved["run"] != run.key():
         raise ValueError(f"{ckpt.path} holds another run's state; delete it to start this run afresh")
     seconds_before = saved["seconds"] if saved else 0.0
+    if saved is not None:  # init, sigma stage and the step-0 measurements are in the checkpoint
+        curve, points = saved["curve"], saved["points"]
+    state_of: list = []  # the getter train_all hands over
 
     def record(phase: str, step: int, model_now) -> None:
         curve.append({"phase": phase, "step": step,
                       "heldout": heldout_loss(model_now, diffusion, test, n=ecfg.heldout_n)})
 
-    if saved is not None:  # init, sigma stage and the step-0 measurements are in the checkpoint
-        curve, points = saved["curve"], saved["points"]
-    else:
+    def after_init(model_now) -> None:
         if run.method == "fine":
-            apply_sigma_init(model, run.sigma_init, run.seed)
-        record("init", 0, model)
-        if run.method == "fine" and run.sigma_steps:
-            def on_sigma(_phase: str, step: int, _total: int, _loss: float | None) -> None:
-                if step % ecfg.curve_every == 0 or step == run.sigma_steps:
-                    record("sigma", step, model)
-            # A target with labels the ancestry never saw also trains the label table (as the service does).
-            sigma_stage(model, subset, run.sigma_steps, train_bias=run.train_bias,
-                        train_labels=new_task(lg, subset, run.dataset),
-                        optim=OptimConfig(lr=3e-3, warmup=20, batch_size=ecfg.batch_size), seed=run.seed,
-                        progress=on_sigma)
+            apply_sigma_init(model_now, run.sigma_init, run.seed)
+        record("init", 0, model_now)
+
+    def after_sigma(model_now) -> None:
         if 0 in run.fd_at:
-            points["0"] = measure(model, test, run.dataset, ecfg, run.seed)
-    if run.full_steps:
-        if model.genes is not None:
-            model = model.materialize()
-        if saved is not None:
-            model.load_state_dict(saved["model"])
-        state_of: list = []  # the getter train_all hands over
+            points["0"] = measure(model_now, test, run.dataset, ecfg, run.seed)
 
-        def save() -> None:
-            state: TrainState = state_of[0]()
-            tmp = ckpt.path.with_suffix(".tmp")
-            ckpt.path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"run": run.key(), "model": model.state_dict(), "train": vars(state), "curve": curve,
-                        "points": points, "seconds": round(seconds_before + time.time() - t0, 1)}, tmp)
-            tmp.replace(ckpt.path)
+    def save(model_now) -> None:
+        state: TrainState = state_of[0]()
+        tmp = ckpt.path.with_suffix(".tmp")
+        ckpt.path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"run": run.key(), "model": model_now.state_dict(), "train": vars(state), "curve": curve,
+                    "points": points, "seconds": round(seconds_before + time.time() - t0, 1)}, tmp)
+        tmp.replace(ckpt.path)
 
-        def on_full(_phase: str, step: int, _total: int, _loss: float | None) -> None:
-            if step % ecfg.curve_every == 0 or step == run.full_steps:
-                record("full", step, model)
-            if step in run.fd_at:
-                points[str(step)] = measure(model, test, run.dataset, ecfg, run.seed)
-                if grids is not None and run.method == "scratch" and step != run.full_steps:
-                    save_grid(model, grids(step), test, ecfg, run.seed)
-                model.train()
-            if ckpt is None or step == run.full_steps:
-                return
-            late = ckpt.deadline is not None and time.time() > ckpt.deadline
-            if step % ckpt.every == 0 or late:
-                save()
-            if late:
-                raise RunPaused(f"paused at step {step}/{run.full_steps}; state in {ckpt.path}")
+    def on_step(phase: str, step: int, model_now) -> None:
+        if phase == "sigma":
+            if step % ecfg.curve_every == 0 or step == run.sigma_steps:
+                record("sigma", step, model_now)
+            return
+        if step % ecfg.curve_every == 0 or step == run.full_steps:
+            record("full", step, model_now)
+        if step in run.fd_at:
+            points[str(step)] = measure(model_now, test, run.dataset, ecfg, run.seed)
+            if grids is not None and run.method == "scratch" and step != run.full_steps:
+                save_grid(model_now, grids(step), test, ecfg, run.seed)
+            model_now.train()
+        if ckpt is None or step == run.full_steps:
+            return
+        late = ckpt.deadline is not None and time.time() > ckpt.deadline
+        if step % ckpt.every == 0 or late:
+            save(model_now)
+        if late:
+            raise RunPaused(f"paused at step {step}/{run.full_steps}; state in {ckpt.path}")
 
-        optim = full_optim or OptimConfig(lr=1e-3, warmup=50, batch_size=ecfg.batch_size)
-        train_all(model, subset, run.full_steps, optim=optim,
-                  seed=run.seed + 1, progress=on_full,
-                  resume=TrainState(**saved["train"]) if saved is not None else None, on_state=state_of.append)
+    # A target with labels the ancestry never saw also trains the label table (as the service does).
+    train_labels = saved is None and spec.sigma_steps_run > 0 and new_task(lg, subset, run.dataset)
+    resume = DenseResume(saved["model"], TrainState(**saved["train"])) if saved is not None else None
+    hooks = Hooks(after_init=after_init, after_sigma=after_sigma, on_step=on_step, on_state=state_of.append)
+    model = train_descendant(model, subset, spec, train_labels=train_labels, hooks=hooks, finetune_optim=full_optim,
+                             resume=resume)
     final = curve[-1]["heldout"]
     if grids is not None:
         save_grid(model, grids(run.full_steps), test, ecfg, run.seed)

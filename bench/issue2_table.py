@@ -24,6 +24,7 @@ from descendants import EvalConfig, Run, append, done_keys, fd_floor, read_runs,
 
 from fine.data import load  # noqa: E402
 from fine.formats import load_learngene  # noqa: E402
+from fine.spec import DEFAULT_LEARNGENE  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "issue2"
 SIZES = [(2, 128), (4, 128), (6, 128), (6, 64)]
@@ -87,7 +88,7 @@ def report() -> None:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--methods", default="scratch,fine")
-    p.add_argument("--learngene", type=Path, default=ROOT / "learngenes" / "default" / "learngene.safetensors")
+    p.add_argument("--learngene", type=Path, default=ROOT / DEFAULT_LEARNGENE)
     p.add_argument("--shard", default="0/1")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--report", action="store_true")

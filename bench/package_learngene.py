@@ -21,6 +21,7 @@ from fine.assembly import assemble  # noqa: E402
 from fine.data import parse_name  # noqa: E402
 from fine.formats import load_learngene  # noqa: E402
 from fine.pipeline import sample_grid  # noqa: E402
+from fine.spec import DEFAULT_LEARNGENE  # noqa: E402
 
 PRETRAIN_COMMAND = (
     "fine pretrain --out runs/ancestry-fmnist-d8w128 --depth 8 --hidden-size 128 --rank 128 "
@@ -31,7 +32,7 @@ PRETRAIN_COMMAND = (
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("run", type=Path)
-    p.add_argument("--dest", type=Path, default=ROOT / "learngenes" / "default")
+    p.add_argument("--dest", type=Path, default=(ROOT / DEFAULT_LEARNGENE).parent)
     p.add_argument("--command", default=PRETRAIN_COMMAND)
     a = p.parse_args()
     torch.set_num_threads(1)

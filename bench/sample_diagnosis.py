@@ -33,6 +33,7 @@ from descendants import EvalConfig, Run, measure, save_grid, train_run  # noqa: 
 from fine.data import ImageData, load  # noqa: E402
 from fine.diffusion import Diffusion  # noqa: E402
 from fine.formats import load_learngene  # noqa: E402
+from fine.spec import DEFAULT_LEARNGENE  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "sample_diagnosis"
 BUCKETS = 10
@@ -73,7 +74,7 @@ def main() -> None:
     if a.from_json:
         results = json.loads((out / "results.json").read_text())
     else:
-        lg = load_learngene(ROOT / "learngenes" / "default" / "learngene.safetensors")
+        lg = load_learngene(ROOT / DEFAULT_LEARNGENE)
         train, test = load("mnist-5k", "train"), load("mnist-5k", "test")
         ecfg = EvalConfig(fd_n=a.fd_n)
         common = {"depth": 6, "width": 128, "dataset": "mnist-5k", "full_steps": a.full_steps}

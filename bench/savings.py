@@ -34,6 +34,7 @@ from descendants import curve_at, longest, read_runs, scratch_steps  # noqa: E40
 from fine.assembly import assemble  # noqa: E402
 from fine.diffusion import Diffusion  # noqa: E402
 from fine.formats import load_learngene, save_dense, save_factored  # noqa: E402
+from fine.spec import DEFAULT_LEARNGENE  # noqa: E402
 from fine.training import SubnetLoss  # noqa: E402
 
 
@@ -72,7 +73,7 @@ def fine_target(fine: dict, k: int | None) -> tuple[int, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=Path, action="append", required=True)
-    p.add_argument("--learngene", type=Path, default=ROOT / "learngenes" / "default" / "learngene.safetensors")
+    p.add_argument("--learngene", type=Path, default=ROOT / DEFAULT_LEARNGENE)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "savings.md")
     p.add_argument("--k", type=int, default=None,
                    help="FINE's budget: the target is its curve at sigma stage + K full steps (default: the run's end)")

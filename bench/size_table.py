@@ -53,8 +53,9 @@ from descendants import (  # noqa: E402
 from fine.data import load  # noqa: E402
 from fine.formats import load_learngene  # noqa: E402
 from fine.metrics import metric_suffix  # noqa: E402
+from fine.spec import DEFAULT_LEARNGENE  # noqa: E402
 
-DEFAULT_LG = ROOT / "learngenes" / "default" / "learngene.safetensors"
+DEFAULT_LG = ROOT / DEFAULT_LEARNGENE
 METHODS = ("fine", "tleg", "weight-selection", "scratch")
 
 
@@ -225,7 +226,7 @@ def report(prof: Profile) -> None:
             for k, m in sorted(r["points"].items(), key=lambda kv: int(kv[0])):
                 w.writerow([r["depth"], r["width"], r["method"], r["sigma_steps"], k, r["seed"], m["heldout"],
                             m.get(f"fd_{suffix}", ""), m.get(f"kid_{suffix}", "")])
-    write_claims(out)  # the counts the README quotes, regenerated with the table they come from
+    write_claims(out)  # the counts bench/results/README.md quotes, regenerated with the table they come from
     plot_curves(recs, out)
     side_by_side(recs, out)
     print("\n".join(lines))

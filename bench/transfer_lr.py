@@ -42,9 +42,10 @@ from fine.diffusion import Diffusion  # noqa: E402
 from fine.formats import load_learngene  # noqa: E402
 from fine.metrics import heldout_loss  # noqa: E402
 from fine.model import DiT, DiTConfig  # noqa: E402
+from fine.spec import DEFAULT_LEARNGENE  # noqa: E402
 from fine.training import DiffusionLoss, OptimConfig, fit  # noqa: E402
 
-LG = ROOT / "learngenes" / "default" / "learngene.safetensors"
+LG = ROOT / DEFAULT_LEARNGENE
 OUT = ROOT / "bench" / "results" / "transfer_lr"
 SIZE_TABLE = ROOT / "bench" / "results" / "size_table" / "runs.jsonl"
 DENSE_WARMUP = OptimConfig().warmup  # the size table's dense phase: OptimConfig's defaults (lr 1e-3, 50 warm-up steps)

@@ -1,6 +1,8 @@
-"""The `fine` command line: pretrain, init, sample, eval, serve, worker.
+"""The method's commands of the `fine` command line: pretrain, init, sample, eval.
 
-Every user error is one line on stderr and a non-zero exit; long steps show progress bars.
+The `fine` script itself (fine_zoo/cli.py) adds `serve` and `worker`. Options, defaults and limits
+come from fine/spec.py. Every user error is one line on stderr and a non-zero exit; long steps show
+progress bars.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from fine.spec import JOB_LIMITS, METHODS, JobSpec, PretrainSpec, width_fits
 
 
 class CliError(Exception):
@@ -90,29 +94,40 @@ def _depth_list(text: str, full: int) -> list[int]:
         raise CliError(f"depths must be 'all', 'none', a range like 1-5 or a list like 2,4,6; got {text!r}") from None
 
 
-def _positive(name: str, value: int, minimum: int = 1) -> None:
-    if value < minimum:
-        raise CliError(f"--{name} must be >= {minimum}, got {value}")
+INIT_FLAGS = {"subset_size": "subset"}  # JobSpec fields whose `fine init` flag is not the field's name
 
 
-def _check_spec(a: argparse.Namespace, learngene_cfg) -> None:  # noqa: ANN001
+def _flag(name: str) -> str:
+    return INIT_FLAGS.get(name, name).replace("_", "-")
+
+
+def _spec_from_args(a: argparse.Namespace) -> JobSpec:
+    """The job spec `fine init` was asked for (its learngene is a file, passed separately)."""
+    return JobSpec(depth=a.depth, hidden_size=a.hidden_size, dataset=a.dataset, method=a.method,
+                   sigma_steps=a.sigma_steps, subset_size=a.subset, finetune_steps=a.finetune_steps, seed=a.seed,
+                   train_bias=not a.sigma_only, batch_size=a.batch_size, eval_images=a.eval_images,
+                   sample_steps=a.sample_steps)
+
+
+def _check_spec(spec: JobSpec, learngene_cfg) -> None:  # noqa: ANN001
     """Validate the descendant spec before loading any data (fast, one-line errors)."""
-    from fine.assembly import METHODS
     from fine.data import BUILTIN, parse_name
 
-    _positive("depth", a.depth)
+    for name, (lo, hi) in JOB_LIMITS.items():
+        value = getattr(spec, name)
+        if value < lo:
+            raise CliError(f"--{_flag(name)} must be >= {lo}, got {value}")
+        if value > hi:
+            raise CliError(f"--{_flag(name)} must be <= {hi}, got {value}")
     d, hd = learngene_cfg.hidden_size, learngene_cfg.head_dim
-    if a.hidden_size % hd or not hd <= a.hidden_size <= d:
+    if not width_fits(spec.hidden_size, hd, d):
         raise CliError(f"--hidden-size must be a multiple of {hd} between {hd} and {d} (the learngene's width), "
-                       f"got {a.hidden_size}")
-    if a.method not in METHODS:
-        raise CliError(f"unknown --method {a.method!r}: use one of {', '.join(METHODS)}")
-    base, _ = parse_name(a.dataset)
+                       f"got {spec.hidden_size}")
+    if spec.method not in METHODS:
+        raise CliError(f"unknown --method {spec.method!r}: use one of {', '.join(METHODS)}")
+    base, _ = parse_name(spec.dataset)
     if base not in BUILTIN and not base.endswith(".npz"):
         raise CliError(f"unknown dataset {base!r}: use one of {', '.join(BUILTIN)} or a path to an .npz file")
-    _positive("subset", a.subset)
-    _positive("sigma-steps", a.sigma_steps, 0)
-    _positive("finetune-steps", a.finetune_steps, 0)
 
 
 def default_learngene() -> Path:
@@ -132,14 +147,11 @@ def cmd_init(a: argparse.Namespace) -> None:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    lg = load_learngene(a.learngene or default_learngene())
-    _check_spec(a, lg.cfg)
-    result = init_descendant(
-        a.learngene or default_learngene(), a.dataset, a.depth, a.hidden_size, method=a.method, sigma_steps=a.sigma_steps,
-        subset_size=a.subset, finetune_steps=a.finetune_steps, seed=a.seed, train_bias=not a.sigma_only,
-        batch_size=a.batch_size, eval_images=a.eval_images, sample_steps=a.sample_steps, out_dir=a.out,
-        progress=_progress_bar(), learngene=lg,
-    )
+    spec = _spec_from_args(a)
+    path = a.learngene or default_learngene()
+    lg = load_learngene(path)
+    _check_spec(spec, lg.cfg)
+    result = init_descendant(spec, path, out_dir=a.out, progress=_progress_bar(), learngene=lg)
     shown = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items() if isinstance(v, float))
     print(f"wrote {', '.join(sorted(p.name for p in result.files.values()))} to {a.out}" + (f"; {shown}" if shown else ""))
 
@@ -170,18 +182,6 @@ def cmd_eval(a: argparse.Namespace) -> None:
     print(json.dumps(metrics, indent=2, sort_keys=True))
 
 
-def cmd_serve(a: argparse.Namespace) -> None:
-    from service.cli import serve
-
-    serve(api_only=a.api_only, host=a.host, port=a.port)
-
-
-def cmd_worker(a: argparse.Namespace) -> None:
-    from service.cli import worker
-
-    worker()
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors are one line on stderr (exit 2)."""
 
@@ -189,26 +189,32 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _default(spec: type[JobSpec | PretrainSpec], name: str) -> object:
+    return spec.model_fields[name].default
+
+
+def _help(spec: type[JobSpec | PretrainSpec], name: str) -> str | None:
+    return spec.model_fields[name].description
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    """The parser of the method's commands, and its subcommands (fine_zoo.cli adds serve and worker)."""
     p = _Parser(prog="fine", description="FINE: learngene initialisation of diffusion transformers")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     pt = sub.add_parser("pretrain", help="pre-train an ancestry and export its learngene set (resumable)")
     pt.add_argument("--dataset", default="fashion-mnist")
     pt.add_argument("--out", required=True, help="run directory (re-run the same command to resume)")
-    pt.add_argument("--depth", type=int, default=8)
-    pt.add_argument("--hidden-size", type=int, default=128)
-    pt.add_argument("--head-dim", type=int, default=32)
-    pt.add_argument("--rank", type=int, default=128)
-    pt.add_argument("--patch-size", type=int, default=4)
+    for name in ("depth", "hidden_size", "head_dim", "rank", "patch_size"):
+        pt.add_argument(f"--{_flag(name)}", type=int, default=_default(PretrainSpec, name))
     pt.add_argument("--image-size", type=int, default=28)
     pt.add_argument("--channels", type=int, default=1)
     pt.add_argument("--num-classes", type=int, default=10)
-    pt.add_argument("--steps", type=int, default=4000)
-    pt.add_argument("--batch-size", type=int, default=64)
-    pt.add_argument("--lr", type=float, default=1e-3)
-    pt.add_argument("--warmup", type=int, default=200)
-    pt.add_argument("--ema", type=float, default=0.999)
+    pt.add_argument("--steps", type=int, default=_default(PretrainSpec, "steps"))
+    pt.add_argument("--batch-size", type=int, default=_default(PretrainSpec, "batch_size"))
+    pt.add_argument("--lr", type=float, default=_default(PretrainSpec, "lr"))
+    pt.add_argument("--warmup", type=int, default=_default(PretrainSpec, "warmup"))
+    pt.add_argument("--ema", type=float, default=_default(PretrainSpec, "ema_decay"))
     pt.add_argument("--widths", default="all", help="'all' (every head multiple >= --min-width), 'none', or a list")
     pt.add_argument("--min-width", type=int, default=64)
     pt.add_argument("--widths-per-step", type=int, default=None)
@@ -218,11 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--depths-per-step", type=int, default=1)
     pt.add_argument("--eval-depths", default="none", help="depths whose assembled held-out loss is logged")
     pt.add_argument("--schedule", default="constant", help="constant | cosine (decay over --steps after warm-up)")
-    pt.add_argument("--seed", type=int, default=0)
+    pt.add_argument("--seed", type=int, default=_default(PretrainSpec, "seed"))
     pt.add_argument("--ckpt-every", type=int, default=250)
     pt.add_argument("--eval-every", type=int, default=250)
     pt.add_argument("--threads", type=int, default=0)
-    pt.add_argument("--name", default="fmnist")
+    pt.add_argument("--name", default="fmnist", help="learngene id prefix (the API's default is 'learngene')")
     pt.add_argument("--stop-after", type=float, default=0, help="minutes; then checkpoint and stop (re-run to resume)")
     pt.set_defaults(func=cmd_pretrain)
 
@@ -230,15 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     it.add_argument("--depth", type=int, required=True)
     it.add_argument("--hidden-size", type=int, required=True)
     it.add_argument("--dataset", required=True, help="fashion-mnist, mnist-5k, digits (+ ':5-9' filter) or a .npz")
-    it.add_argument("--method", default="fine", help="fine | scratch | weight-selection | tleg")
-    it.add_argument("--sigma-steps", type=int, default=300)
-    it.add_argument("--subset", type=int, default=5000, help="images of the target used for training")
-    it.add_argument("--finetune-steps", type=int, default=0)
+    it.add_argument("--method", default=_default(JobSpec, "method"), help=" | ".join(METHODS))
+    for name in ("sigma_steps", "subset_size", "finetune_steps"):
+        it.add_argument(f"--{_flag(name)}", type=int, default=_default(JobSpec, name), help=_help(JobSpec, name))
     it.add_argument("--sigma-only", action="store_true", help="train sigma only, not the block biases")
-    it.add_argument("--seed", type=int, default=0)
-    it.add_argument("--batch-size", type=int, default=64)
-    it.add_argument("--eval-images", type=int, default=500)
-    it.add_argument("--sample-steps", type=int, default=50)
+    for name in ("seed", "batch_size", "eval_images", "sample_steps"):
+        it.add_argument(f"--{_flag(name)}", type=int, default=_default(JobSpec, name), help=_help(JobSpec, name))
     it.add_argument("--learngene", type=Path, default=None, help="learngene.safetensors (default: the shipped one)")
     it.add_argument("--threads", type=int, default=0)
     it.add_argument("--out", type=Path, required=True)
@@ -260,20 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--sample-steps", type=int, default=50)
     ev.set_defaults(func=cmd_eval)
 
-    sv = sub.add_parser("serve", help="run the service (API + embedded worker unless --api-only)")
-    sv.add_argument("--api-only", action="store_true")
-    sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=8000)
-    sv.set_defaults(func=cmd_serve)
-
-    wk = sub.add_parser("worker", help="run a Celery worker on the gpu queue")
-    wk.set_defaults(func=cmd_worker)
-    return p
+    return p, sub
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    """Run one command; user errors are one line on stderr (exit 2)."""
+    args = (parser or build_parser()[0]).parse_args(argv)
     try:
         args.func(args)
     except KeyboardInterrupt:

@@ -17,16 +17,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fine.common import DatasetError, check_arrays
+from fine.common import parse_dataset_name as parse_name
+
 FASHION_DIR = Path(os.environ.get("FINE_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 BUILTIN = ("fashion-mnist", "mnist-5k", "digits")
 SPLITS = ("train", "test")
-MIN_IMAGES = 8  # fewer images than this cannot even fill one evaluation batch
-MAX_CLASSES = 1000
-MAX_SIDE = 256
 
 
-class DataError(ValueError):
-    """A dataset that cannot be used; the message is one line a person can act on."""
+class DataError(DatasetError):
+    """A dataset that cannot be loaded; the message is one line a person can act on."""
 
 
 @dataclass
@@ -60,21 +60,6 @@ class ImageData:
 
     def head(self, n: int) -> ImageData:
         return ImageData(self.images[:n], self.labels[:n], self.num_classes, self.name)
-
-
-def parse_name(name: str) -> tuple[str, list[int] | None]:
-    """'fashion-mnist:5-9' -> ('fashion-mnist', [5, 6, 7, 8, 9])."""
-    base, _, spec = name.partition(":")
-    if not spec:
-        return base, None
-    classes: list[int] = []
-    try:
-        for part in spec.split(","):
-            lo, _, hi = part.partition("-")
-            classes.extend(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise DataError(f"bad class filter {spec!r} in {name!r}: use e.g. ':5-9' or ':0,2,4'") from None
-    return base, sorted(set(classes))
 
 
 def load(name: str, split: str = "train") -> ImageData:
@@ -178,37 +163,15 @@ def load_npz(path: str | Path, max_images: int = 200_000) -> ImageData:
 
 
 def validate_arrays(arrays: dict[str, np.ndarray], name: str, max_images: int = 200_000) -> ImageData:
+    """The images (and labels) of an .npz as ImageData, checked by fine.common.check_arrays."""
     if "images" not in arrays:
         raise DataError(f"{name}: missing array 'images' (found: {', '.join(sorted(arrays)) or 'none'})")
-    x = arrays["images"]
-    if x.dtype != np.uint8:
-        raise DataError(f"{name}: 'images' must be uint8, got {x.dtype}")
-    if x.ndim == 3:
-        x = x[..., None]
-    if x.ndim != 4 or x.shape[3] not in (1, 3):
-        raise DataError(f"{name}: 'images' must be N x H x W or N x H x W x C with C in (1, 3), got shape {x.shape}")
-    n, h, w, _ = x.shape
-    if h != w:
-        raise DataError(f"{name}: images must be square, got {h}x{w}")
-    if not 4 <= h <= MAX_SIDE:
-        raise DataError(f"{name}: image side must be between 4 and {MAX_SIDE} pixels, got {h}")
-    if n < MIN_IMAGES:
-        raise DataError(f"{name}: needs at least {MIN_IMAGES} images, got {n}")
-    if n > max_images:
-        raise DataError(f"{name}: at most {max_images} images are accepted, got {n}")
-    if "labels" in arrays:
-        y = arrays["labels"]
-        if y.ndim != 1 or y.shape[0] != n:
-            raise DataError(f"{name}: 'labels' must be a vector of {n} entries, got shape {y.shape}")
-        if not np.issubdtype(y.dtype, np.integer):
-            raise DataError(f"{name}: 'labels' must be integers, got {y.dtype}")
-        if y.min() < 0 or y.max() >= MAX_CLASSES:
-            raise DataError(f"{name}: labels must be in 0..{MAX_CLASSES - 1}, got {y.min()}..{y.max()}")
-        labels = torch.from_numpy(y.astype(np.int64))
-        num_classes = int(labels.max()) + 1
-    else:
-        labels = torch.zeros(n, dtype=torch.int64)
-        num_classes = 1
+    y = arrays["labels"] if "labels" in arrays else None
+    try:
+        x, num_classes = check_arrays(arrays["images"], y, max_images)
+    except DatasetError as e:
+        raise DataError(f"{name}: {e}") from None
+    labels = torch.zeros(len(x), dtype=torch.int64) if y is None else torch.from_numpy(y.astype(np.int64))
     images = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     return ImageData(images, labels, num_classes, name)
 

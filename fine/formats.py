@@ -11,7 +11,6 @@ Every loader checks shapes and hashes and fails with a one-line `FormatError`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from fine.common import maybe_json, sha256_file
 from fine.config import DiTConfig
 from fine.model import DiT
 from fine.width import slice_tensor
@@ -32,14 +32,6 @@ FACTORED_FORMAT = "fine-factored/1"
 
 class FormatError(ValueError):
     """A checkpoint or learngene file that cannot be used as asked."""
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _stringify(meta: dict) -> dict[str, str]:
@@ -150,14 +142,7 @@ def read_learngene_metadata(path: str | Path) -> dict:
     meta = read_metadata(path)
     if meta.get("format") != LEARNGENE_FORMAT:
         raise FormatError(f"{path}: not a learngene set (format {meta.get('format')!r})")
-    return {k: _maybe_json(v) for k, v in meta.items()}
-
-
-def _maybe_json(v: str) -> object:
-    try:
-        return json.loads(v)
-    except ValueError:
-        return v
+    return {k: maybe_json(v) for k, v in meta.items()}
 
 
 def load_learngene(path: str | Path, expected_sha256: str | None = None) -> LearngeneSet:
@@ -234,7 +219,7 @@ def save_factored(path: str | Path, model: DiT, learngene: LearngeneSet, meta: d
 def load_factored(path: str | Path, learngene: LearngeneSet) -> tuple[DiT, dict]:
     """Rebuild the factored descendant from its file and its (verified) learngene set."""
     path = Path(path)
-    meta = {k: _maybe_json(v) for k, v in read_metadata(path).items()}
+    meta = {k: maybe_json(v) for k, v in read_metadata(path).items()}
     if meta.get("format") != FACTORED_FORMAT:
         raise FormatError(f"{path}: not a factored checkpoint (format {meta.get('format')!r})")
     if meta.get("learngene_sha256") != learngene.sha256:

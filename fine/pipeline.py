@@ -7,22 +7,23 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from fine.assembly import METHODS, assemble
+from fine.assembly import assemble
 from fine.data import DataError, ImageData, load, parse_name
 from fine.diffusion import Diffusion
 from fine.formats import LearngeneSet, load_learngene, save_dense, save_factored
 from fine.images import save_grid, to_uint8
 from fine.model import DiT
-from fine.training import JobCanceled, OptimConfig, ProgressFn, StopFn, sigma_stage, train_all
+from fine.spec import FINETUNE_OPTIM, SIGMA_OPTIM, JobSpec
+from fine.training import JobCanceled, OptimConfig, ProgressFn, StopFn, TrainState, sigma_stage, train_all
 
-__all__ = ["InitResult", "JobCanceled", "init_descendant", "evaluate", "sample_grid"]
-
-MAX_STEPS = 100_000
+__all__ = ["DenseResume", "Hooks", "InitResult", "JobCanceled", "JobSpec", "build_descendant", "evaluate", "init_descendant",
+           "sample_grid", "train_descendant"]
 
 
 @dataclass
@@ -93,85 +94,148 @@ def evaluate(
     return out
 
 
-def init_descendant(
-    learngene_path: Path | str,
-    dataset: str,
-    depth: int,
-    hidden_size: int,
+@dataclass
+class Hooks:
+    """What a caller plugs into a descendant's training (the service: progress and cancel; benchmarks: curves)."""
+
+    progress: ProgressFn | None = None  # (phase, step, total, loss) after every step of every phase
+    should_stop: StopFn | None = None  # checked before every step; True raises JobCanceled
+    after_init: Callable[[DiT], None] | None = None  # the assembled model, before the sigma stage
+    after_sigma: Callable[[DiT], None] | None = None  # after the sigma stage (also when there is none)
+    on_step: Callable[[str, int, DiT], None] | None = None  # (phase, step, model being trained) after every step
+    on_state: Callable[[Callable[[], TrainState]], None] | None = None  # the dense phase's state getter (checkpoints)
+
+    def step_fn(self, model: DiT) -> ProgressFn | None:
+        """The progress callback of one phase: `progress`, then `on_step` with this phase's model."""
+        if self.on_step is None:
+            return self.progress
+        progress, on_step = self.progress, self.on_step
+
+        def step(phase: str, step: int, total: int, loss: float | None) -> None:
+            if progress is not None:
+                progress(phase, step, total, loss)
+            on_step(phase, step, model)
+
+        return step
+
+
+@dataclass
+class DenseResume:
+    """A dense phase saved mid-run: the sigma stage is done, the weights and training state continue."""
+
+    model: dict  # the dense model's state_dict
+    train: TrainState
+
+
+def build_descendant(ancestry: DiT, spec: JobSpec, target: ImageData | None = None) -> DiT:
+    """Assemble the spec's descendant (on the target's image size, channels and classes when given)."""
+    geometry = {} if target is None else {"image_size": target.image_size, "in_channels": target.channels,
+                                          "num_classes": max(target.num_classes, 1)}
+    return assemble(ancestry, spec.depth, spec.hidden_size, spec.method, seed=spec.seed, **geometry)
+
+
+def train_descendant(
+    model: DiT,
+    subset: ImageData,
+    spec: JobSpec,
     *,
-    method: str = "fine",
-    sigma_steps: int = 300,
-    subset_size: int = 5000,
-    finetune_steps: int = 0,
-    seed: int = 0,
-    train_bias: bool = True,
-    batch_size: int = 64,
-    eval_images: int = 500,
-    sample_steps: int = 50,
+    train_labels: bool = False,
+    hooks: Hooks | None = None,
+    finetune_optim: OptimConfig | None = None,
+    resume: DenseResume | None = None,
+    timings: dict[str, float] | None = None,
+) -> DiT:
+    """The sigma stage (methods that have one) and dense fine-tuning; returns the trained model.
+
+    `finetune_optim` replaces the dense phase's optimiser (default: fine.spec.FINETUNE_OPTIM);
+    `resume` skips what it saved and continues the dense phase exactly where it stopped.
+    """
+    hooks = hooks or Hooks()
+    timings = timings if timings is not None else {}
+    if resume is None:
+        if hooks.after_init is not None:
+            hooks.after_init(model)
+        if spec.sigma_steps_run > 0:
+            t = time.time()
+            sigma_stage(model, subset, spec.sigma_steps, train_bias=spec.train_bias, train_labels=train_labels,
+                        optim=OptimConfig(lr=SIGMA_OPTIM.lr, warmup=SIGMA_OPTIM.warmup, batch_size=spec.batch_size),
+                        seed=spec.seed, progress=hooks.step_fn(model), should_stop=hooks.should_stop)
+            timings["sigma"] = time.time() - t
+        if hooks.after_sigma is not None:
+            hooks.after_sigma(model)
+    if spec.finetune_steps > 0:
+        t = time.time()
+        if model.genes is not None:
+            model = model.materialize()
+        if resume is not None:
+            model.load_state_dict(resume.model)
+        optim = finetune_optim or OptimConfig(lr=FINETUNE_OPTIM.lr, warmup=FINETUNE_OPTIM.warmup,
+                                              batch_size=spec.batch_size)
+        train_all(model, subset, spec.finetune_steps, optim=optim, seed=spec.seed + 1, phase="finetune",
+                  progress=hooks.step_fn(model), should_stop=hooks.should_stop,
+                  resume=resume.train if resume is not None else None, on_state=hooks.on_state)
+        timings["finetune"] = time.time() - t
+    return model
+
+
+def init_descendant(
+    spec: JobSpec,
+    learngene_path: Path | str | None = None,
+    *,
     out_dir: Path | str,
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
     learngene: LearngeneSet | None = None,
 ) -> InitResult:
-    """Build, train, evaluate and save one descendant; raises JobCanceled on cancel."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
-    for name, value in (("sigma_steps", sigma_steps), ("finetune_steps", finetune_steps)):
-        if not 0 <= value <= MAX_STEPS:
-            raise ValueError(f"{name} must be between 0 and {MAX_STEPS}, got {value}")
-    if subset_size < 1:
-        raise ValueError(f"subset_size must be >= 1, got {subset_size}")
+    """Build, train, evaluate and save one descendant; raises JobCanceled on cancel.
+
+    `spec.dataset` is what is loaded (a built-in name or a local .npz path); `learngene` saves
+    loading `learngene_path` again.
+    """
+    if learngene is None and learngene_path is None:
+        raise ValueError("init_descendant needs a learngene_path or a loaded learngene")
+    errors = spec.errors()
+    if errors:
+        raise ValueError("; ".join(m for _, m in errors))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t0 = time.time()
-    lg = learngene or load_learngene(learngene_path)
+    lg = learngene or load_learngene(learngene_path)  # type: ignore[arg-type]
+    dataset = spec.dataset
     train, test = load(dataset, "train"), load(dataset, "test")
     if len(test) == 0 or len(train) == 0:
         raise DataError(f"{dataset}: no images left after the class filter")
     if train.image_size % lg.cfg.patch_size:
         raise DataError(f"{dataset}: image side {train.image_size} is not a multiple of the patch size {lg.cfg.patch_size}")
-    model = assemble(lg.model, depth, hidden_size, method, image_size=train.image_size,
-                     in_channels=train.channels, num_classes=max(train.num_classes, 1), seed=seed)
+    model = build_descendant(lg.model, spec, train)
     timings["assemble"] = time.time() - t0
-    subset = train.subset(subset_size, seed=seed)
+    subset = train.subset(spec.subset_size, seed=spec.seed)
     retrain_labels = new_task(lg, train, dataset)
-    ran_sigma = 0
-    if method == "fine" and sigma_steps > 0:
-        t = time.time()
-        sigma_stage(model, subset, sigma_steps, train_bias=train_bias, train_labels=retrain_labels,
-                    optim=OptimConfig(lr=3e-3, warmup=20, batch_size=batch_size), seed=seed,
-                    progress=progress, should_stop=should_stop)
-        ran_sigma = sigma_steps
-        timings["sigma"] = time.time() - t
-    factored_model = model if model.genes is not None else None
-    if finetune_steps > 0:
-        t = time.time()
-        if model.genes is not None:
-            model = model.materialize()
-        train_all(model, subset, finetune_steps, optim=OptimConfig(lr=1e-3, warmup=50, batch_size=batch_size),
-                  seed=seed + 1, phase="finetune", progress=progress, should_stop=should_stop)
-        timings["finetune"] = time.time() - t
+    model = train_descendant(model, subset, spec, train_labels=retrain_labels,
+                             hooks=Hooks(progress=progress, should_stop=should_stop), timings=timings)
+    ran_sigma = spec.sigma_steps_run
+    finetune_steps, seed, sample_steps = spec.finetune_steps, spec.seed, spec.sample_steps
     if should_stop is not None and should_stop():
         raise JobCanceled("canceled before evaluation")
     t = time.time()
     model.eval()
-    metrics = evaluate(model, test, dataset, n_images=eval_images, sample_steps=sample_steps, seed=seed,
-                       progress=progress, train=train) if eval_images > 0 else {}
+    metrics = evaluate(model, test, dataset, n_images=spec.eval_images, sample_steps=sample_steps, seed=seed,
+                       progress=progress, train=train) if spec.eval_images > 0 else {}
     timings["eval"] = time.time() - t
     t = time.time()
     files = {"samples": sample_grid(model, out / "samples.png", steps=sample_steps, seed=seed,
                                     classes=sorted(train.labels.unique().tolist()))}
     timings["samples"] = time.time() - t
     meta = {
-        "dataset": dataset, "learngene_id": lg.id, "learngene_sha256": lg.sha256, "method": method,
+        "dataset": dataset, "learngene_id": lg.id, "learngene_sha256": lg.sha256, "method": spec.method,
         "steps": {"sigma": ran_sigma, "finetune": finetune_steps}, "subset_size": len(subset), "seed": seed,
-        "train_bias": train_bias, "train_labels": retrain_labels and ran_sigma > 0, "metrics": metrics,
+        "train_bias": spec.train_bias, "train_labels": retrain_labels and ran_sigma > 0, "metrics": metrics,
     }
     config = save_dense(out, model, meta)
     files["dense"], files["config"] = out / "model.safetensors", out / "config.json"
-    if factored_model is not None and finetune_steps == 0:
-        save_factored(out / "factored.safetensors", factored_model, lg, meta)
+    if model.genes is not None and finetune_steps == 0:
+        save_factored(out / "factored.safetensors", model, lg, meta)
         files["factored"] = out / "factored.safetensors"
     timings["total"] = time.time() - t0
     metrics_doc = {**metrics, "timings_s": {k: round(v, 2) for k, v in timings.items()}}

@@ -15,7 +15,8 @@ import threading
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from learngene_store.settings import Settings
+from fine.common import sha256_file
+from learngene_store.settings import StoreSettings
 
 CHUNK = 1024 * 1024
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -31,15 +32,6 @@ class BlobMissing(BlobError):
 
 class BlobCorrupt(BlobError):
     pass
-
-
-def sha256_file(path: Path) -> tuple[str, int]:
-    h, n = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-            n += len(chunk)
-    return h.hexdigest(), n
 
 
 def _check_key(sha256: str) -> None:
@@ -76,7 +68,7 @@ class _Verified:
         with self._lock:
             if self._seen.get(sha256) == stamp:
                 return
-        actual, _ = sha256_file(path)
+        actual = sha256_file(path)
         if actual != sha256:
             raise BlobCorrupt(f"blob {sha256} is corrupt on disk (content hashes to {actual})")
         with self._lock:
@@ -151,7 +143,7 @@ class LocalBlobStore:
 class S3BlobStore:
     """An S3-compatible bucket; reads go through a verified local cache."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: StoreSettings) -> None:
         import boto3  # only needed when a bucket is configured
 
         self.bucket = settings.s3_bucket
@@ -206,7 +198,7 @@ class S3BlobStore:
             except ClientError as e:
                 os.unlink(tmp)
                 raise BlobMissing(f"blob {sha256} is not in bucket {self.bucket}: {e}") from None
-            actual, _ = sha256_file(Path(tmp))
+            actual = sha256_file(Path(tmp))
             if actual != sha256:
                 os.unlink(tmp)
                 raise BlobCorrupt(f"blob {sha256} in bucket {self.bucket} hashes to {actual}")
@@ -217,7 +209,7 @@ class S3BlobStore:
         self.client.head_bucket(Bucket=self.bucket)
 
 
-def make_blob_store(settings: Settings) -> BlobStore:
+def make_blob_store(settings: StoreSettings) -> BlobStore:
     if settings.s3_bucket:
         return S3BlobStore(settings)
     return LocalBlobStore(settings.resolved_blob_dir)

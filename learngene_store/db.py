@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import fcntl
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from learngene_store.settings import Settings
+from learngene_store.settings import StoreSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 MIGRATION_LOCK_ID = 0x46494E45  # "FINE": pg advisory lock serialising concurrent start-ups
@@ -44,7 +43,7 @@ def _engine_for(url: str) -> Engine:
     return make_engine(url)
 
 
-def get_engine(settings: Settings) -> Engine:
+def get_engine(settings: StoreSettings) -> Engine:
     return _engine_for(settings.resolved_database_url)
 
 
@@ -53,20 +52,8 @@ def _factory_for(url: str) -> sessionmaker[Session]:
     return sessionmaker(_engine_for(url), expire_on_commit=False)
 
 
-def session_factory(settings: Settings) -> sessionmaker[Session]:
+def session_factory(settings: StoreSettings) -> sessionmaker[Session]:
     return _factory_for(settings.resolved_database_url)
-
-
-@contextmanager
-def session_scope(settings: Settings) -> Iterator[Session]:
-    """A session that commits on success and rolls back on error."""
-    with session_factory(settings)() as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
 
 
 def alembic_config(url: str) -> Config:
@@ -76,7 +63,7 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def migrate(settings: Settings) -> None:
+def migrate(settings: StoreSettings) -> None:
     """Bring the schema to the newest revision; safe when several processes start at once."""
     url = settings.resolved_database_url
     engine = get_engine(settings)
@@ -100,7 +87,7 @@ def _upgrade(engine: Engine, url: str, revision: str = "head") -> None:
     _run_alembic(engine, url, lambda cfg: command.upgrade(cfg, revision))
 
 
-def downgrade(settings: Settings, revision: str) -> None:
+def downgrade(settings: StoreSettings, revision: str) -> None:
     """For operators and tests: step the schema back (data in dropped columns is lost)."""
     _run_alembic(get_engine(settings), settings.resolved_database_url, lambda cfg: command.downgrade(cfg, revision))
 

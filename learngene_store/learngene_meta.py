@@ -13,6 +13,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from fine.common import maybe_json
+
 REQUIRED_INT = ("hidden_size", "head_dim", "depth", "rank", "patch_size", "image_size", "in_channels",
                 "num_classes")
 MAX_HEADER = 100 * 1024 * 1024
@@ -38,16 +40,6 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
     if not isinstance(header, dict):
         raise LearngeneMetaError(f"{path.name}: not a safetensors file (header is not an object)")
     return header
-
-
-def _from_strings(meta: dict[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in meta.items():
-        try:
-            out[k] = json.loads(v)
-        except (TypeError, json.JSONDecodeError):
-            out[k] = v
-    return out
 
 
 def normalize(meta: dict[str, Any], name: str) -> dict[str, Any]:
@@ -78,7 +70,7 @@ def normalize(meta: dict[str, Any], name: str) -> dict[str, Any]:
 def read_metadata(path: Path) -> dict[str, Any]:
     """Metadata of a learngene file: sidecar `config.json` first, then the safetensors header."""
     header = read_safetensors_header(path)
-    meta: dict[str, Any] = _from_strings(header.get("__metadata__") or {})
+    meta: dict[str, Any] = {k: maybe_json(v) for k, v in (header.get("__metadata__") or {}).items()}
     sidecar = path.with_name("config.json")
     if sidecar.exists():
         meta.update(json.loads(sidecar.read_text()))

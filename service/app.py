@@ -8,21 +8,21 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from dispatch.broker import make_celery
+from dispatch.reaper import Reaper
 from learngene_store.blobs import make_blob_store
-from learngene_store.broker import make_celery
 from learngene_store.catalog import ensure_builtin_datasets, register_default_learngene
 from learngene_store.db import migrate, session_factory
-from learngene_store.reaper import Reaper
-from learngene_store.settings import Settings, get_settings
 from service import errors, metrics
 from service.api.main import api_router
 from service.limits import JSON_LIMIT, MULTIPART_SLACK, BodyLimit
+from service.settings import ApiSettings, get_settings
 
 log = logging.getLogger("service")
 UPLOAD_PATHS = ("/v1/datasets", "/v1/learngenes")
 
 
-def startup(settings: Settings) -> None:
+def startup(settings: ApiSettings) -> None:
     """Migrations, built-in datasets and the default learngene: idempotent, safe to run concurrently."""
     settings.home.mkdir(parents=True, exist_ok=True)
     migrate(settings)
@@ -35,7 +35,7 @@ def startup(settings: Settings) -> None:
                 log.info("default learngene: %s", lg.id)
 
 
-def create_app(settings: Settings | None = None, *, reaper: bool = True) -> FastAPI:
+def create_app(settings: ApiSettings | None = None, *, reaper: bool = True) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager

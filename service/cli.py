@@ -1,4 +1,4 @@
-"""Entry points behind `fine serve` and `fine worker` (the `fine` script lives in fine/cli.py).
+"""What `fine serve` runs (the `fine` script lives in fine_zoo/cli.py).
 
 `serve()` with no settings is the embedded mode: API + one worker subprocess on this machine,
 SQLite, a local blob directory and kombu's filesystem broker. The worker subprocess dies with
@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 
-from learngene_store.settings import get_settings
+from service.settings import get_settings
 
 log = logging.getLogger("service.cli")
 
@@ -51,9 +51,3 @@ def serve(api_only: bool = False, host: str = "127.0.0.1", port: int = 8000) -> 
         migrate(settings)
         start_worker_subprocess()
     uvicorn.run("service.app:app", host=host, port=port, log_level="info")
-
-
-def worker() -> None:
-    from worker.__main__ import main
-
-    main([])

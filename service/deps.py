@@ -11,15 +11,15 @@ from sqlalchemy.orm import Session
 
 from learngene_store.blobs import BlobStore
 from learngene_store.db import session_factory
-from learngene_store.settings import Settings
 from service.errors import Problem
+from service.settings import ApiSettings
 
 
-def get_settings(request: Request) -> Settings:
+def get_settings(request: Request) -> ApiSettings:
     return request.app.state.settings
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
 
 
 def get_session(settings: SettingsDep) -> Iterator[Session]:

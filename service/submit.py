@@ -16,12 +16,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from dispatch.broker import enqueue_job
 from learngene_store import jobs as job_states
-from learngene_store.broker import enqueue_job
 from learngene_store.models import Job
-from learngene_store.settings import Settings
 from service.errors import Problem
 from service.metrics import JOBS_SUBMITTED
+from service.settings import ApiSettings
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def _replayed(response: Response, job: Job) -> Job:
     return job
 
 
-def submit(session: Session, settings: Settings, celery: Celery, response: Response, *, owner: str,
+def submit(session: Session, settings: ApiSettings, celery: Celery, response: Response, *, owner: str,
            idempotency_key: str | None, kind: str, body: dict[str, Any],
            build: Callable[[], dict[str, Any]]) -> Job:
     """`build()` validates and returns the Job columns; it runs only when this is not a replay."""

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
+from fine.common import DatasetError
+from fine.common import parse_dataset_name as parse_name
+from fine.spec import JobSpec, PretrainSpec
 from learngene_store.catalog import newest_learngene
-from learngene_store.datasets import DatasetError, parse_name
 from learngene_store.models import Dataset, Learngene
 from service.errors import Problem
-from service.schemas import METHODS, JobSpec, PretrainSpec
-
-LIMITS = {
-    "depth": (1, 64),
-    "sigma_steps": (0, 20_000),
-    "subset_size": (8, 100_000),
-    "finetune_steps": (0, 50_000),
-    "seed": (0, 2**31 - 1),
-    "batch_size": (1, 1024),
-    "eval_images": (0, 10_000),
-    "sample_steps": (1, 1000),
-}
 
 
 @dataclass
@@ -39,13 +28,7 @@ def _invalid(errors: list[tuple[str, str]]) -> Problem:
 
 
 def validate_spec(session: Session, spec: JobSpec) -> Resolved:
-    errors: list[tuple[str, str]] = []
-    for name, (lo, hi) in LIMITS.items():
-        value = getattr(spec, name)
-        if not lo <= value <= hi:
-            errors.append((name, f"{name} must be between {lo} and {hi}, got {value}"))
-    if spec.method not in METHODS:
-        errors.append(("method", f"method must be one of {', '.join(METHODS)}, got {spec.method!r}"))
+    errors = spec.errors()
 
     if spec.learngene is None:
         lg = newest_learngene(session)
@@ -61,13 +44,7 @@ def validate_spec(session: Session, spec: JobSpec) -> Resolved:
                                         f"{', '.join(ids) or 'none'} (GET /v1/learngenes)"))
             raise _invalid(errors)
 
-    hs, hd = spec.hidden_size, lg.head_dim
-    if hs < hd or hs % hd or hs > lg.hidden_size:
-        errors.append(("hidden_size", f"hidden_size must be a multiple of {hd} and at most {lg.hidden_size} "
-                                      f"for learngene {lg.id}, got {hs}"))
-    elif spec.num_heads is not None and spec.num_heads != hs // hd:
-        errors.append(("num_heads", f"num_heads must be hidden_size / head size = {hs} / {hd} = {hs // hd} "
-                                    f"for learngene {lg.id}, got {spec.num_heads}"))
+    errors += spec.learngene_errors(lg.head_dim, lg.hidden_size, lg.id)
 
     ds = _dataset_errors(session, spec.dataset, errors)
     if ds is not None and ds.image_size % lg.patch_size:
@@ -77,28 +54,16 @@ def validate_spec(session: Session, spec: JobSpec) -> Resolved:
     if errors:
         raise _invalid(errors)
     assert ds is not None
+    hs = spec.hidden_size
     warnings = []
     if lg.widths and hs not in lg.widths:
         warnings.append(f"width {hs} was not trained in learngene {lg.id} (trained widths: "
                         f"{', '.join(map(str, lg.widths))}); expect a weaker start")
-    if spec.method != "fine" and spec.sigma_steps > 0:
-        warnings.append(f"method {spec.method} has no sigma stage: sigma_steps={spec.sigma_steps} is ignored "
-                        "(only finetune_steps train)")
+    warnings += spec.warnings()
     resolved = spec.model_dump()
     resolved["learngene"] = lg.id
-    resolved["num_heads"] = hs // hd
+    resolved["num_heads"] = hs // lg.head_dim
     return Resolved(lg, ds, resolved, warnings)
-
-
-PRETRAIN_LIMITS = {
-    "depth": (1, 64),
-    "head_dim": (8, 256),
-    "steps": (1, 200_000),
-    "batch_size": (1, 1024),
-    "seed": (0, 2**31 - 1),
-    "eval_images": (8, 10_000),
-}
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 
 
 def _dataset_errors(session: Session, name: str, errors: list[tuple[str, str]]) -> Dataset | None:
@@ -121,28 +86,8 @@ def _dataset_errors(session: Session, name: str, errors: list[tuple[str, str]]) 
 
 def validate_pretrain(session: Session, spec: PretrainSpec) -> dict:
     """Check a pre-training spec; returns it completed with the dataset's image geometry."""
-    errors: list[tuple[str, str]] = []
-    for name, (lo, hi) in PRETRAIN_LIMITS.items():
-        value = getattr(spec, name)
-        if not lo <= value <= hi:
-            errors.append((name, f"{name} must be between {lo} and {hi}, got {value}"))
-    hs, hd = spec.hidden_size, spec.head_dim
-    if hd > 0 and (hs < hd or hs % hd or hs > 1024):
-        errors.append(("hidden_size", f"hidden_size must be a multiple of head_dim {hd} and at most 1024, got {hs}"))
-    if not 1 <= spec.rank <= max(1, hs):
-        errors.append(("rank", f"rank must be between 1 and hidden_size {hs}, got {spec.rank}"))
-    bad_widths = [w for w in spec.widths if hd <= 0 or w < hd or w % hd or w > hs]
-    if bad_widths:
-        errors.append(("widths", f"widths must be multiples of head_dim {hd} up to hidden_size {hs}, got "
-                                 f"{bad_widths}"))
-    if not 0 < spec.lr <= 1:
-        errors.append(("lr", f"lr must be in (0, 1], got {spec.lr}"))
-    if not 0 <= spec.warmup <= spec.steps:
-        errors.append(("warmup", f"warmup must be between 0 and steps ({spec.steps}), got {spec.warmup}"))
-    if not 0 <= spec.ema_decay < 1:
-        errors.append(("ema_decay", f"ema_decay must be in [0, 1), got {spec.ema_decay}"))
-    if not _NAME.match(spec.name):
-        errors.append(("name", f"name must be 1-40 lowercase letters, digits or dashes, got {spec.name!r}"))
+    errors = spec.errors()
+    hs = spec.hidden_size
     ds = _dataset_errors(session, spec.dataset, errors)
     if ds is not None and (spec.patch_size < 1 or ds.image_size % spec.patch_size):
         errors.append(("patch_size", f"patch_size must divide the image side {ds.image_size} of {ds.id}, got "

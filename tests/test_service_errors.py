@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from learngene_store.settings import Settings
+from fine_zoo.settings import Settings
 from service.app import create_app
 
 PROBLEM = "application/problem+json"

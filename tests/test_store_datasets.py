@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from learngene_store.datasets import DatasetError, parse_name, validate_arrays, validate_npz
+from fine.common import DatasetError
+from fine.common import parse_dataset_name as parse_name
+from learngene_store.datasets import validate_arrays, validate_npz
 
 
 def test_valid_npz(tmp_path: Path) -> None:

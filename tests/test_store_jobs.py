@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from fine_zoo.settings import Settings
 from learngene_store import jobs
 from learngene_store.catalog import ensure_builtin_datasets
 from learngene_store.db import migrate, session_factory
 from learngene_store.models import Checkpoint, Job, Learngene
-from learngene_store.settings import Settings
 
 
 @pytest.fixture()

@@ -10,8 +10,8 @@ import psycopg2
 import pytest
 from sqlalchemy import text
 
+from fine_zoo.settings import Settings
 from learngene_store.db import _upgrade, downgrade, get_engine, migrate
-from learngene_store.settings import Settings
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 

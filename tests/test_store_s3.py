@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from fine_zoo.settings import Settings
 from learngene_store.blobs import BlobCorrupt, BlobMissing, S3BlobStore, make_blob_store
-from learngene_store.settings import Settings
 
 pytest.importorskip("moto.server", reason="needs moto[server] for an S3-compatible endpoint")
 

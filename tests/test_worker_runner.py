@@ -6,12 +6,12 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from fine_zoo.settings import Settings
 from learngene_store import jobs as job_states
 from learngene_store.blobs import make_blob_store
 from learngene_store.catalog import ensure_builtin_datasets, register_default_learngene
 from learngene_store.db import migrate, session_factory
 from learngene_store.models import Checkpoint, Job, Learngene
-from learngene_store.settings import Settings
 from worker.runner import run_job
 
 

@@ -6,7 +6,7 @@ import logging
 import sys
 
 from learngene_store.db import migrate
-from learngene_store.settings import get_settings
+from worker.settings import get_settings
 
 
 def main(argv: list[str] | None = None) -> None:

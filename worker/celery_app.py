@@ -6,10 +6,10 @@ import logging
 
 from celery.signals import worker_ready, worker_shutting_down
 
-from learngene_store.broker import RUN_JOB, make_celery
-from learngene_store.reaper import Reaper
-from learngene_store.settings import get_settings
+from dispatch.broker import RUN_JOB, make_celery
+from dispatch.reaper import Reaper
 from worker.runner import run_job
+from worker.settings import get_settings
 
 settings = get_settings()
 app = make_celery(settings)

@@ -6,9 +6,9 @@ import sys
 
 from sqlalchemy import text
 
-from learngene_store.broker import check_broker, make_celery
+from dispatch.broker import check_broker, make_celery
 from learngene_store.db import get_engine
-from learngene_store.settings import get_settings
+from worker.settings import get_settings
 
 
 def main() -> int:

@@ -13,13 +13,13 @@ from typing import Any
 
 from learngene_store import jobs as job_states
 from learngene_store.db import session_factory
-from learngene_store.settings import Settings
+from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
 
 class Lease(threading.Thread):
-    def __init__(self, settings: Settings, job_id: str, lease: str) -> None:
+    def __init__(self, settings: WorkerSettings, job_id: str, lease: str) -> None:
         super().__init__(name=f"lease-{job_id}", daemon=True)
         self.settings = settings
         self.job_id = job_id

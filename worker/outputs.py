@@ -22,15 +22,9 @@ MEDIA = {
 
 
 def export_diffusers_zip(dense_dir: Path) -> Path | None:
-    """The diffusers layout of the dense checkpoint as a zip; None when the library cannot."""
-    try:
-        from fine.export_diffusers import export_diffusers
-    except ImportError:
-        try:
-            from fine.formats import export_diffusers  # type: ignore[attr-defined,no-redef]
-        except ImportError:
-            log.info("no diffusers exporter in this version of fine")
-            return None
+    """The diffusers layout of the dense checkpoint as a zip; None when diffusers cannot express the model."""
+    from fine.export_diffusers import export_diffusers
+
     try:
         out = export_diffusers(dense_dir, dense_dir / "diffusers")
     except Exception as e:  # e.g. an architecture diffusers cannot express

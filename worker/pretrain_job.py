@@ -14,16 +14,16 @@ from learngene_store.catalog import DuplicateLearngene, register_learngene
 from learngene_store.db import session_factory
 from learngene_store.learngene_meta import normalize
 from learngene_store.models import Job
-from learngene_store.settings import Settings
 from worker.inputs import dataset_name
 from worker.lease import Lease
+from worker.settings import WorkerSettings
 
 
-def pretrain_dir(settings: Settings, job_id: str) -> Path:
+def pretrain_dir(settings: WorkerSettings, job_id: str) -> Path:
     return settings.work_dir / f"pretrain-{job_id}"
 
 
-def execute_pretrain(settings: Settings, job: Job, work: Path, store: BlobStore, lease: Lease) -> str:
+def execute_pretrain(settings: WorkerSettings, job: Job, work: Path, store: BlobStore, lease: Lease) -> str:
     """Returns 'succeeded: <learngene id>' or raises (JobCanceled, or the library's error)."""
     from fine.config import DiTConfig
     from fine.data import load

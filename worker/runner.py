@@ -10,20 +10,21 @@ import socket
 import traceback
 from pathlib import Path
 
+from fine.spec import JobSpec
 from learngene_store import jobs as job_states
 from learngene_store.blobs import make_blob_store
 from learngene_store.db import session_factory
 from learngene_store.models import Job
-from learngene_store.settings import Settings
 from worker.inputs import dataset_name, learngene_file
 from worker.lease import Lease
 from worker.outputs import export_diffusers_zip, store_files
 from worker.pretrain_job import execute_pretrain, pretrain_dir
+from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
 
-def worker_id(settings: Settings) -> str:
+def worker_id(settings: WorkerSettings) -> str:
     return settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -32,7 +33,7 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def run_job(settings: Settings, job_id: str) -> str:
+def run_job(settings: WorkerSettings, job_id: str) -> str:
     """Returns what happened (for logs and tests)."""
     me = worker_id(settings)
     Session = session_factory(settings)
@@ -57,7 +58,7 @@ def run_job(settings: Settings, job_id: str) -> str:
     return outcome
 
 
-def _guarded(settings: Settings, job: Job, lease: Lease, run, work: Path, store) -> str:  # type: ignore[no-untyped-def]
+def _guarded(settings: WorkerSettings, job: Job, lease: Lease, run, work: Path, store) -> str:  # type: ignore[no-untyped-def]
     """Run a job body; turn cancel and errors into registry states (unless the lease was lost)."""
     import torch
 
@@ -85,24 +86,21 @@ def _guarded(settings: Settings, job: Job, lease: Lease, run, work: Path, store)
         return f"failed: {_one_line(e)}"
 
 
-def _execute_init(settings: Settings, job: Job, work: Path, store, lease: Lease) -> str:  # type: ignore[no-untyped-def]
+def _execute_init(settings: WorkerSettings, job: Job, work: Path, store, lease: Lease) -> str:  # type: ignore[no-untyped-def]
     from fine.pipeline import JobCanceled, init_descendant
 
     Session = session_factory(settings)
-    spec = job.spec
     lease.set_phase("loading")
     with Session() as session:
         assert job.learngene_id is not None
         lg_path = learngene_file(session, store, job.learngene_id, work)
         dataset = dataset_name(session, store, job.dataset, work)
-    result = init_descendant(
-        lg_path, dataset, spec["depth"], spec["hidden_size"], method=spec["method"],
-        sigma_steps=spec["sigma_steps"], subset_size=spec["subset_size"],
-        finetune_steps=spec["finetune_steps"], seed=spec["seed"], train_bias=spec["train_bias"],
-        batch_size=spec["batch_size"], eval_images=spec["eval_images"],
-        sample_steps=spec.get("sample_steps", 50), out_dir=work / "out",
-        progress=lease.progress, should_stop=lease.should_stop,
-    )
+    # The stored spec is the validated one (learngene and num_heads resolved, warnings beside it);
+    # the dataset loads from here.
+    stored = {k: v for k, v in job.spec.items() if k in JobSpec.model_fields}
+    spec = JobSpec.model_validate({**stored, "dataset": dataset})
+    result = init_descendant(spec, lg_path, out_dir=work / "out", progress=lease.progress,
+                             should_stop=lease.should_stop)
     if lease.should_stop():
         raise JobCanceled("canceled after training")
     lease.set_phase("saving")
@@ -112,8 +110,8 @@ def _execute_init(settings: Settings, job: Job, work: Path, store, lease: Lease)
         files["diffusers"] = zipped
     rows = store_files(store, files)
     lease.stop()
-    checkpoint = {"learngene_id": job.learngene_id, "method": spec["method"], "dataset": job.dataset,
-                  "depth": spec["depth"], "hidden_size": spec["hidden_size"], "config": result.config,
+    checkpoint = {"learngene_id": job.learngene_id, "method": spec.method, "dataset": job.dataset,
+                  "depth": spec.depth, "hidden_size": spec.hidden_size, "config": result.config,
                   "metrics": result.metrics, "owner": job.owner}
     with Session() as session:
         ckpt_id = job_states.succeed(session, job.id, lease.lease, checkpoint, rows)

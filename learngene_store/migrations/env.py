@@ -1,4 +1,4 @@
-"""Alembic environment: uses the connection handed over by learngene_store.db.migrate, or the URL."""
+"""Alembic environment: the connection handed over by learngene_store.db.migrate, or the settings' URL."""
 
 from __future__ import annotations
 
@@ -9,6 +9,14 @@ from learngene_store.models import Base
 
 config = context.config
 target_metadata = Base.metadata
+if config.config_file_name is not None and not config.get_main_option("sqlalchemy.url"):
+    # The `alembic` command (learngene_store/alembic.ini): the database the services use.
+    from logging.config import fileConfig
+
+    from learngene_store.settings import StoreSettings
+
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+    config.set_main_option("sqlalchemy.url", StoreSettings().resolved_database_url.replace("%", "%%"))
 
 
 def run_migrations_offline() -> None:

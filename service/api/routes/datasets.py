@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from sqlalchemy import select
 
-from learngene_store.datasets import DatasetError, validate_npz
+from fine.common import DatasetError
+from learngene_store.datasets import validate_npz
 from learngene_store.models import Dataset
 from service.deps import OwnerDep, SessionDep, SettingsDep, StoreDep
 from service.errors import Problem

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import func, select, text
 
-from learngene_store.broker import check_broker
+from dispatch.broker import check_broker
 from learngene_store.models import JOB_STATUSES, Job
 from service.deps import CeleryDep, SessionDep, StoreDep
 from service.errors import problem_response

@@ -9,13 +9,14 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Header, Query, Request, Response
 from sqlalchemy import and_, or_, select
 
+from fine.spec import JobSpec
 from learngene_store import jobs as job_states
 from learngene_store.models import Job
 from service.deps import CeleryDep, JsonBody, OwnerDep, SessionDep, SettingsDep
 from service.errors import Problem
 from service.jobs_view import job_out
 from service.pagination import decode_cursor, encode_cursor
-from service.schemas import JobOut, JobSpec, Page, Status
+from service.schemas import JobOut, Page, Status
 from service.submit import submit
 from service.validation import validate_spec
 
@@ -42,7 +43,7 @@ def create_job(spec: JobSpec, response: Response, session: SessionDep, settings:
         resolved = validate_spec(session, spec)
         return {"spec": {**resolved.spec, "warnings": resolved.warnings}, "learngene_id": resolved.learngene.id,
                 "dataset": spec.dataset, "method": spec.method,
-                "total": (spec.sigma_steps if spec.method == "fine" else 0) + spec.finetune_steps}
+                "total": spec.sigma_steps_run + spec.finetune_steps}
 
     job = submit(session, settings, celery, response, owner=owner, idempotency_key=idempotency_key, kind="init",
                  body=spec.model_dump(), build=build)

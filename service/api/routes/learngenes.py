@@ -15,16 +15,18 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.formparsers import MultiPartException
 
+from fine.common import maybe_json
+from fine.spec import PretrainSpec
 from learngene_store.blobs import BlobCorrupt, BlobMissing, BlobStore
 from learngene_store.catalog import DuplicateLearngene, register_learngene
 from learngene_store.learngene_meta import LearngeneMetaError, normalize, read_safetensors_header
 from learngene_store.models import Checkpoint, Learngene
-from learngene_store.settings import Settings
 from service.deps import CeleryDep, OwnerDep, SessionDep, SettingsDep, StoreDep
 from service.downloads import serve_blob
 from service.errors import Problem
 from service.jobs_view import job_out
-from service.schemas import DescendantOut, LearngeneDetail, LearngeneOut, PretrainSpec
+from service.schemas import DescendantOut, LearngeneDetail, LearngeneOut
+from service.settings import ApiSettings
 from service.submit import submit
 from service.uploads import spooled
 from service.validation import validate_pretrain
@@ -143,7 +145,7 @@ async def register(request: Request, session: SessionDep, store: StoreDep, setti
                         headers={"Location": f"/v1/learngenes/{lg.id}"})
 
 
-def _register_upload(session: Session, store: BlobStore, settings: Settings, owner: str,
+def _register_upload(session: Session, store: BlobStore, settings: ApiSettings, owner: str,
                      file: StarletteUploadFile, config: str | None) -> Learngene:
     sidecar: dict = {}
     if config:
@@ -157,7 +159,7 @@ def _register_upload(session: Session, store: BlobStore, settings: Settings, own
         try:
             header = read_safetensors_header(path)
             _check_layout(header, path)
-            meta = {k: _maybe_json(v) for k, v in (header.get("__metadata__") or {}).items()}
+            meta = {k: maybe_json(v) for k, v in (header.get("__metadata__") or {}).items()}
             meta.update(sidecar)
             meta = normalize(meta, file.filename or "upload")
             return register_learngene(session, store, path, meta, owner=owner)
@@ -166,15 +168,6 @@ def _register_upload(session: Session, store: BlobStore, settings: Settings, own
         except DuplicateLearngene as e:
             raise Problem(409, f"{e}; see /v1/learngenes/{e.existing.id}", type_="learngene-exists",
                           headers={"Location": f"/v1/learngenes/{e.existing.id}"}) from None
-
-
-def _maybe_json(v: object) -> object:
-    if isinstance(v, str):
-        try:
-            return json.loads(v)
-        except json.JSONDecodeError:
-            return v
-    return v
 
 
 def _check_layout(header: dict, path) -> None:  # type: ignore[no-untyped-def]

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from celery import Celery
 
-from learngene_store.settings import Settings
+from dispatch.settings import DispatchSettings
 
 RUN_JOB = "worker.run_job"
 
 
-def make_celery(settings: Settings) -> Celery:
+def make_celery(settings: DispatchSettings) -> Celery:
     app = Celery("fine-zoo", broker=settings.resolved_broker_url)
     transport_options: dict[str, object] = {}
     if settings.embedded:
@@ -55,7 +55,7 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def enqueue_job(app: Celery, settings: Settings, job_id: str) -> None:
+def enqueue_job(app: Celery, settings: DispatchSettings, job_id: str) -> None:
     app.send_task(RUN_JOB, args=[job_id], queue=settings.queue, retry=True,
                   retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5})
 

@@ -10,10 +10,10 @@ from collections.abc import Callable
 
 from celery import Celery
 
+from dispatch.broker import enqueue_job
+from dispatch.settings import DispatchSettings
 from learngene_store import jobs as job_states
-from learngene_store.broker import enqueue_job
 from learngene_store.db import session_factory
-from learngene_store.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 OnReap = Callable[[str, int], None]  # (outcome, count), e.g. for metrics
 
 
-def sweep(settings: Settings, celery: Celery, on_reap: OnReap | None = None) -> job_states.ReapReport:
+def sweep(settings: DispatchSettings, celery: Celery, on_reap: OnReap | None = None) -> job_states.ReapReport:
     with session_factory(settings)() as session:
         report = job_states.reap(session, settings.heartbeat_timeout, settings.max_attempts,
                                  settings.dispatch_grace)
@@ -41,7 +41,7 @@ def sweep(settings: Settings, celery: Celery, on_reap: OnReap | None = None) -> 
 
 
 class Reaper(threading.Thread):
-    def __init__(self, settings: Settings, celery: Celery, on_reap: OnReap | None = None) -> None:
+    def __init__(self, settings: DispatchSettings, celery: Celery, on_reap: OnReap | None = None) -> None:
         super().__init__(name="fine-reaper", daemon=True)
         self.settings = settings
         self.celery = celery

@@ -1,0 +1,36 @@
+"""What the dispatch side reads: the broker, the queue and job supervision (on top of the store's)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+
+from learngene_store.settings import StoreSettings
+
+
+class DispatchSettings(StoreSettings):
+    """Broker and supervision settings, read by the API processes and by workers alike."""
+
+    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "FINE_REDIS_URL"))
+    broker_key_prefix: str = ""  # isolates several deployments (or test runs) on one Redis
+    queue: str = "gpu"
+
+    # job supervision
+    heartbeat_interval: float = 1.0  # seconds between a worker's progress/heartbeat writes
+    heartbeat_timeout: float = 30.0  # a running job silent this long has lost its worker
+    max_attempts: int = 3  # worker deaths tolerated per job before it is failed
+    reaper_interval: float = 5.0  # seconds between reaper sweeps (API processes and workers)
+    dispatch_grace: float = 5.0  # a queued job never handed to the broker is re-sent after this
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.redis_url or "filesystem://"
+
+    @property
+    def broker_dir(self) -> Path:
+        return (self.home / "broker").resolve()
+
+    @property
+    def embedded(self) -> bool:
+        return self.redis_url is None

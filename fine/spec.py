@@ -1,0 +1,193 @@
+"""What a job asks for: the job and pre-training specs, their defaults, limits and methods.
+
+Torch-free (standard library and pydantic only): the API, its validation, the worker, the pipeline,
+the CLI and the benchmarks all derive their fields, defaults and limits from here. Limits are
+published in the JSON schema (`minimum` / `maximum`) and checked by `limit_errors`, so that one
+request gets every error at once, phrased by whoever shows it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+METHODS: tuple[str, ...] = ("fine", "scratch", "weight-selection", "tleg")
+SIGMA_METHODS: tuple[str, ...] = ("fine",)  # only these have a sigma stage, so only these take sigma_steps
+MAX_SEED = 2**31 - 1
+
+JOB_LIMITS: dict[str, tuple[int, int]] = {
+    "depth": (1, 64),
+    "sigma_steps": (0, 20_000),
+    "subset_size": (8, 100_000),
+    "finetune_steps": (0, 50_000),
+    "seed": (0, MAX_SEED),
+    "batch_size": (1, 1024),
+    "eval_images": (0, 10_000),
+    "sample_steps": (1, 1000),
+}
+PRETRAIN_LIMITS: dict[str, tuple[int, int]] = {
+    "depth": (1, 64),
+    "head_dim": (8, 256),
+    "steps": (1, 200_000),
+    "batch_size": (1, 1024),
+    "seed": (0, MAX_SEED),
+    "eval_images": (8, 10_000),
+}
+MAX_PRETRAIN_WIDTH = 1024
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+DEFAULT_LEARNGENE = Path("learngenes/default/learngene.safetensors")  # the shipped set, relative to the checkout
+
+
+def default_learngene(path: Path | str = DEFAULT_LEARNGENE) -> Path:
+    """A learngene path as given if absolute or present here, else in the source checkout (the shipped set by default)."""
+    path = Path(path)
+    if path.is_absolute() or path.exists():
+        return path
+    in_checkout = Path(__file__).resolve().parent.parent / path
+    return in_checkout if in_checkout.exists() else path
+
+
+@dataclass(frozen=True)
+class StageOptim:
+    """Optimiser defaults of one training stage (AdamW; linear warm-up, then a constant rate)."""
+
+    lr: float
+    warmup: int
+
+
+SIGMA_OPTIM = StageOptim(lr=3e-3, warmup=20)  # sigma stage: sigma's scale is small, so a higher rate
+FINETUNE_OPTIM = StageOptim(lr=1e-3, warmup=50)  # dense fine-tuning (and a scratch run's training)
+
+
+def _limited(limits: dict[str, tuple[int, int]], name: str, default: Any, description: str) -> Any:
+    """A field whose range shows in the JSON schema (checked by `limit_errors`, not by pydantic)."""
+    lo, hi = limits[name]
+    return Field(default=default, description=description, json_schema_extra={"minimum": lo, "maximum": hi})
+
+
+def limit_errors(values: BaseModel, limits: dict[str, tuple[int, int]]) -> list[tuple[str, str]]:
+    """(field, message) for every value outside its limits."""
+    errors = []
+    for name, (lo, hi) in limits.items():
+        value = getattr(values, name)
+        if not lo <= value <= hi:
+            errors.append((name, f"{name} must be between {lo} and {hi}, got {value}"))
+    return errors
+
+
+def width_fits(hidden_size: int, head_dim: int, max_width: int) -> bool:
+    """A width is whole heads of the learngene's head size, at most the learngene's width."""
+    return head_dim <= hidden_size <= max_width and hidden_size % head_dim == 0
+
+
+class JobSpec(BaseModel):
+    """What to build. Ranges are checked against the chosen learngene (see POST /v1/jobs)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    depth: int = _limited(JOB_LIMITS, "depth", ..., "number of transformer blocks, 1..64")
+    hidden_size: int = Field(description="width; a multiple of the learngene's head size, at most its width")
+    num_heads: int | None = Field(default=None, description="optional; must equal hidden_size / head size")
+    dataset: str = Field(description="fashion-mnist, mnist-5k, digits or an uploaded dataset id; "
+                                     "optional class filter e.g. fashion-mnist:5-9")
+    learngene: str | None = Field(default=None, description="learngene id; default: the newest")
+    method: str = Field(default="fine", description="fine | scratch | weight-selection | tleg",
+                        json_schema_extra={"enum": list(METHODS)})
+    sigma_steps: int = _limited(JOB_LIMITS, "sigma_steps", 300, "sigma-stage steps, 0..20000")
+    subset_size: int = _limited(JOB_LIMITS, "subset_size", 5000, "training images drawn from the dataset, 8..100000")
+    finetune_steps: int = _limited(JOB_LIMITS, "finetune_steps", 0,
+                                   "dense fine-tuning steps after the sigma stage, 0..50000")
+    seed: int = _limited(JOB_LIMITS, "seed", 0, "random seed of assembly, data order and noise")
+    train_bias: bool = True
+    batch_size: int = _limited(JOB_LIMITS, "batch_size", 64, "1..1024")
+    eval_images: int = _limited(JOB_LIMITS, "eval_images", 500, "images for held-out loss and FD, 0..10000 (0: skip)")
+    sample_steps: int = _limited(JOB_LIMITS, "sample_steps", 50,
+                                 "sampler steps for evaluation and the sample grid, 1..1000")
+
+    @property
+    def has_sigma_stage(self) -> bool:
+        """Does this method train sigma (the others ignore sigma_steps)?"""
+        return self.method in SIGMA_METHODS
+
+    @property
+    def sigma_steps_run(self) -> int:
+        """Sigma-stage steps that actually run: none for a method without a sigma stage."""
+        return self.sigma_steps if self.has_sigma_stage else 0
+
+    def errors(self) -> list[tuple[str, str]]:
+        """(field, message) for every limit broken and an unknown method (no learngene needed)."""
+        errors = limit_errors(self, JOB_LIMITS)
+        if self.method not in METHODS:
+            errors.append(("method", f"method must be one of {', '.join(METHODS)}, got {self.method!r}"))
+        return errors
+
+    def learngene_errors(self, head_dim: int, width: int, name: str) -> list[tuple[str, str]]:
+        """(field, message) where the spec does not fit the learngene `name` (its head size and width)."""
+        hs, hd = self.hidden_size, head_dim
+        if not width_fits(hs, hd, width):
+            return [("hidden_size", f"hidden_size must be a multiple of {hd} and at most {width} "
+                                    f"for learngene {name}, got {hs}")]
+        if self.num_heads is not None and self.num_heads != hs // hd:
+            return [("num_heads", f"num_heads must be hidden_size / head size = {hs} / {hd} = {hs // hd} "
+                                  f"for learngene {name}, got {self.num_heads}")]
+        return []
+
+    def warnings(self) -> list[str]:
+        """What the spec asks for that will be ignored."""
+        if not self.has_sigma_stage and self.sigma_steps > 0:
+            return [f"method {self.method} has no sigma stage: sigma_steps={self.sigma_steps} is ignored "
+                    "(only finetune_steps train)"]
+        return []
+
+
+class PretrainSpec(BaseModel):
+    """A pre-training job: trains an ancestry and registers its learngene set (POST /v1/learngenes)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    dataset: str = Field(description="source dataset (built-in or uploaded id, optional class filter)")
+    depth: int = _limited(PRETRAIN_LIMITS, "depth", 8, "ancestry blocks, 1..64")
+    hidden_size: int = Field(default=128, description="ancestry width, a multiple of head_dim, at most 1024",
+                             json_schema_extra={"maximum": MAX_PRETRAIN_WIDTH})
+    head_dim: int = _limited(PRETRAIN_LIMITS, "head_dim", 32, "attention head size, 8..256")
+    rank: int = Field(default=128, description="learngene rank r, 1..hidden_size", json_schema_extra={"minimum": 1})
+    patch_size: int = Field(default=4, description="must divide the dataset's image side")
+    steps: int = _limited(PRETRAIN_LIMITS, "steps", 4000, "training steps, 1..200000")
+    widths: list[int] = Field(default_factory=list, description="extra trained prefix widths (width-aware)")
+    batch_size: int = _limited(PRETRAIN_LIMITS, "batch_size", 64, "1..1024")
+    lr: float = Field(default=1e-3, description="learning rate, (0, 1]",
+                      json_schema_extra={"exclusiveMinimum": 0, "maximum": 1})
+    warmup: int = Field(default=200, description="linear warm-up steps, 0..steps", json_schema_extra={"minimum": 0})
+    ema_decay: float = Field(default=0.999, description="0 <= ema_decay < 1",
+                             json_schema_extra={"minimum": 0, "exclusiveMaximum": 1})
+    seed: int = _limited(PRETRAIN_LIMITS, "seed", 0, "random seed")
+    eval_images: int = _limited(PRETRAIN_LIMITS, "eval_images", 500, "held-out images per evaluation, 8..10000")
+    name: str = Field(default="learngene", description="id prefix: lowercase letters, digits, dashes",
+                      json_schema_extra={"pattern": NAME_PATTERN.pattern, "maxLength": 40})
+
+    def errors(self) -> list[tuple[str, str]]:
+        """(field, message) for every rule broken that needs no dataset."""
+        errors = limit_errors(self, PRETRAIN_LIMITS)
+        hs, hd = self.hidden_size, self.head_dim
+        if hd > 0 and not width_fits(hs, hd, MAX_PRETRAIN_WIDTH):
+            errors.append(("hidden_size", f"hidden_size must be a multiple of head_dim {hd} and at most "
+                                          f"{MAX_PRETRAIN_WIDTH}, got {hs}"))
+        if not 1 <= self.rank <= max(1, hs):
+            errors.append(("rank", f"rank must be between 1 and hidden_size {hs}, got {self.rank}"))
+        bad_widths = [w for w in self.widths if hd <= 0 or not width_fits(w, hd, hs)]
+        if bad_widths:
+            errors.append(("widths", f"widths must be multiples of head_dim {hd} up to hidden_size {hs}, got "
+                                     f"{bad_widths}"))
+        if not 0 < self.lr <= 1:
+            errors.append(("lr", f"lr must be in (0, 1], got {self.lr}"))
+        if not 0 <= self.warmup <= self.steps:
+            errors.append(("warmup", f"warmup must be between 0 and steps ({self.steps}), got {self.warmup}"))
+        if not 0 <= self.ema_decay < 1:
+            errors.append(("ema_decay", f"ema_decay must be in [0, 1), got {self.ema_decay}"))
+        if not NAME_PATTERN.match(self.name):
+            errors.append(("name", f"name must be 1-40 lowercase letters, digits or dashes, got {self.name!r}"))
+        return errors
