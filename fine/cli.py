@@ -12,7 +12,16 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from fine.spec import JOB_LIMITS, METHODS, JobSpec, PretrainSpec, width_fits
+from fine.spec import (
+    JOB_LIMITS,
+    METHODS,
+    SCHEDULES,
+    SIGMA_INITS,
+    JobSpec,
+    PretrainSpec,
+    default_subnet_depths,
+    width_fits,
+)
 
 
 class CliError(Exception):
@@ -80,18 +89,18 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
 
 
 def _depth_list(text: str, full: int) -> list[int]:
-    """'all' (every depth below `full`), 'none', '1-5' or '2,4,6'."""
+    """'auto' (the spec's rule: 1 .. 1.5x `full`), 'none', '1-5' or '2,4,6'."""
     if text == "none":
         return []
-    if text == "all":
-        return list(range(1, full))
+    if text == "auto":
+        return default_subnet_depths(full)
     try:
         if "-" in text:
             lo, hi = (int(v) for v in text.split("-"))
             return list(range(lo, hi + 1))
         return [int(v) for v in text.split(",")]
     except ValueError:
-        raise CliError(f"depths must be 'all', 'none', a range like 1-5 or a list like 2,4,6; got {text!r}") from None
+        raise CliError(f"depths must be 'auto', 'none', a range like 1-5 or a list like 2,4,6; got {text!r}") from None
 
 
 INIT_FLAGS = {"subset_size": "subset"}  # JobSpec fields whose `fine init` flag is not the field's name
@@ -218,12 +227,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     pt.add_argument("--widths", default="all", help="'all' (every head multiple >= --min-width), 'none', or a list")
     pt.add_argument("--min-width", type=int, default=64)
     pt.add_argument("--widths-per-step", type=int, default=None)
-    pt.add_argument("--sigma-init", default="random", help="random (per layer) | equal (every layer the same)")
-    pt.add_argument("--sigma-lr-scale", type=float, default=1.0, help="sigma's rate as a multiple of --lr")
-    pt.add_argument("--depths", default="none", help="depth-aware: 'all' (every shallower depth), 'none', 1-5, 2,4")
+    pt.add_argument("--sigma-init", default=_default(PretrainSpec, "sigma_init"), help=" | ".join(SIGMA_INITS))
+    pt.add_argument("--sigma-lr-scale", type=float, default=_default(PretrainSpec, "sigma_lr_scale"),
+                    help="sigma's rate as a multiple of --lr")
+    pt.add_argument("--depths", default="auto", help="depth-aware: 'auto' (1 .. 1.5x --depth), 'none', 1-5, 2,4")
     pt.add_argument("--depths-per-step", type=int, default=1)
     pt.add_argument("--eval-depths", default="none", help="depths whose assembled held-out loss is logged")
-    pt.add_argument("--schedule", default="constant", help="constant | cosine (decay over --steps after warm-up)")
+    pt.add_argument("--schedule", default=_default(PretrainSpec, "schedule"),
+                    help=" | ".join(SCHEDULES) + " (decay over --steps after warm-up)")
     pt.add_argument("--seed", type=int, default=_default(PretrainSpec, "seed"))
     pt.add_argument("--ckpt-every", type=int, default=250)
     pt.add_argument("--eval-every", type=int, default=250)

@@ -15,12 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fine.config import WEIGHT_TYPES, DiTConfig, linear_shapes
+from fine.spec import SIGMA_INITS
 
 LN_EPS = 1e-6
-# How an ancestry's per-layer sigma starts: `random` draws it per layer (the first learngene's
-# recipe: layers start as unrelated random codes that training never undid), `equal` gives every
-# layer the same positive sigma (1 % noise), so layers differ only by what they learn.
-SIGMA_INITS = ("random", "equal")
 
 
 def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:

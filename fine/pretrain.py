@@ -17,7 +17,10 @@ from fine.diffusion import Diffusion
 from fine.formats import save_learngene
 from fine.metrics import heldout_loss
 from fine.model import DiT
+from fine.spec import PretrainSpec, default_subnet_depths
 from fine.training import Ema, JobCanceled, OptimConfig, ProgressFn, SubnetLoss, fit
+
+_RECIPE = PretrainSpec.model_fields
 
 
 @dataclass
@@ -25,9 +28,10 @@ class PretrainConfig:
     steps: int = 4000
     widths: list[int] = field(default_factory=list)  # trained prefix widths; [] = full width only
     widths_per_step: int | None = None  # extra random widths per step (None: all of them)
-    sigma_init: str = "random"  # fine.model.SIGMA_INITS
-    sigma_lr_scale: float = 1.0  # sigma's rate as a multiple of the rate of everything else
-    depths: list[int] = field(default_factory=list)  # depth-aware: shallower depths trained by sigma interpolation
+    # The recipe's defaults are the pre-training spec's (fine/spec.py, chosen by the recipe probes).
+    sigma_init: str = _RECIPE["sigma_init"].default  # fine.spec.SIGMA_INITS
+    sigma_lr_scale: float = _RECIPE["sigma_lr_scale"].default  # sigma's rate as a multiple of everything else's
+    depths: list[int] | None = None  # depth-aware: other depths trained by sigma interpolation (None: the spec's rule)
     depths_per_step: int = 1  # how many of `depths` (each at a random offered width) each step trains
     eval_depths: list[int] = field(default_factory=list)  # depths whose assembled full-width held-out loss is logged
     ema_decay: float = 0.999
@@ -91,8 +95,9 @@ def pretrain(
         opt.load_state_dict(state["opt"])
         start = state["step"]
     widths = [w for w in pcfg.widths if w != cfg.hidden_size]
+    subnet_depths = default_subnet_depths(cfg.depth) if pcfg.depths is None else pcfg.depths
     wloss = SubnetLoss(model, widths, pcfg.widths_per_step, seed=pcfg.seed + start,
-                       depths=pcfg.depths, depths_per_step=pcfg.depths_per_step)
+                       depths=subnet_depths, depths_per_step=pcfg.depths_per_step)
     # Re-seeding by the start step keeps a resumed run reproducible without storing RNG streams.
     stream = batches(train, optim.batch_size, pcfg.seed + start)
     g = torch.Generator().manual_seed(pcfg.seed + 7919 * (start + 1))
@@ -115,7 +120,7 @@ def pretrain(
             "name": pcfg.name, "source_dataset": train.name, "steps": step,
             "widths": sorted(set(pcfg.widths) | {cfg.hidden_size}), "ema_decay": pcfg.ema_decay,
             "batch_size": optim.batch_size, "lr": optim.lr, "seed": pcfg.seed,
-            "recipe": {"sigma_init": pcfg.sigma_init, "sigma_lr_scale": pcfg.sigma_lr_scale, "depths": pcfg.depths,
+            "recipe": {"sigma_init": pcfg.sigma_init, "sigma_lr_scale": pcfg.sigma_lr_scale, "depths": subnet_depths,
                        "depths_per_step": pcfg.depths_per_step, "schedule": optim.schedule, "warmup": optim.warmup,
                        "total_steps": pcfg.steps},
         })

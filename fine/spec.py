@@ -38,6 +38,18 @@ PRETRAIN_LIMITS: dict[str, tuple[int, int]] = {
     "eval_images": (8, 10_000),
 }
 MAX_PRETRAIN_WIDTH = 1024
+# How an ancestry's per-layer sigma starts: `random` draws it per layer (the first learngene's
+# recipe: layers start as unrelated random codes that training never undid), `equal` gives every
+# layer the same positive sigma (1 % noise), so layers differ only by what they learn.
+SIGMA_INITS: tuple[str, ...] = ("random", "equal")
+SCHEDULES: tuple[str, ...] = ("constant", "cosine")  # the rate after warm-up
+SUBNET_DEPTH_FACTOR = 1.5  # depth-aware pre-training trains every depth from 1 to this x the ancestry's
+
+
+def default_subnet_depths(depth: int) -> list[int]:
+    """Depths a depth-aware ancestry trains besides its own: 1 .. 1.5x its depth (deeper descendants too:
+    a depth-6 probe's depth-12 descendant had held-out 0.238 at assembly untrained, 0.089 trained)."""
+    return [d for d in range(1, int(SUBNET_DEPTH_FACTOR * depth) + 1) if d != depth]
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 DEFAULT_LEARNGENE = Path("learngenes/default/learngene.safetensors")  # the shipped set, relative to the checkout
 
@@ -166,6 +178,14 @@ class PretrainSpec(BaseModel):
                              json_schema_extra={"minimum": 0, "exclusiveMaximum": 1})
     seed: int = _limited(PRETRAIN_LIMITS, "seed", 0, "random seed")
     eval_images: int = _limited(PRETRAIN_LIMITS, "eval_images", 500, "held-out images per evaluation, 8..10000")
+    # The recipe chosen by bench/results/recipe_probe (issue 15): sigma starts equal in every layer,
+    # learns at 10x the rate, and every step also trains one other depth by sigma interpolation.
+    sigma_init: str = Field(default="equal", description="random | equal", json_schema_extra={"enum": list(SIGMA_INITS)})
+    sigma_lr_scale: float = Field(default=10.0, description="sigma's rate as a multiple of lr, (0, 100]",
+                                  json_schema_extra={"exclusiveMinimum": 0, "maximum": 100})
+    depths: list[int] | None = Field(default=None, description="depth-aware: other depths trained by sigma "
+                                     "interpolation; null: 1 .. 1.5 x depth; []: off")
+    schedule: str = Field(default="cosine", description="constant | cosine", json_schema_extra={"enum": list(SCHEDULES)})
     name: str = Field(default="learngene", description="id prefix: lowercase letters, digits, dashes",
                       json_schema_extra={"pattern": NAME_PATTERN.pattern, "maxLength": 40})
 
@@ -190,4 +210,18 @@ class PretrainSpec(BaseModel):
             errors.append(("ema_decay", f"ema_decay must be in [0, 1), got {self.ema_decay}"))
         if not NAME_PATTERN.match(self.name):
             errors.append(("name", f"name must be 1-40 lowercase letters, digits or dashes, got {self.name!r}"))
+        if self.sigma_init not in SIGMA_INITS:
+            errors.append(("sigma_init", f"sigma_init must be one of {', '.join(SIGMA_INITS)}, got {self.sigma_init!r}"))
+        if self.schedule not in SCHEDULES:
+            errors.append(("schedule", f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"))
+        if not 0 < self.sigma_lr_scale <= 100:
+            errors.append(("sigma_lr_scale", f"sigma_lr_scale must be in (0, 100], got {self.sigma_lr_scale}"))
+        max_depth = PRETRAIN_LIMITS["depth"][1]
+        if self.depths is not None and any(not 1 <= d <= max_depth for d in self.depths):
+            errors.append(("depths", f"depths must be between 1 and {max_depth}, got {self.depths}"))
         return errors
+
+    @property
+    def subnet_depths(self) -> list[int]:
+        """The other depths this run trains (the default rule when `depths` is null)."""
+        return default_subnet_depths(self.depth) if self.depths is None else sorted(set(self.depths) - {self.depth})

@@ -21,6 +21,7 @@ from fine.config import DiTConfig
 from fine.data import ImageData, batches
 from fine.diffusion import Diffusion
 from fine.model import DiT
+from fine.spec import SCHEDULES
 from fine.width import slice_state
 
 ProgressFn = Callable[[str, int, int, float | None], None]  # (phase, step, total, loss)
@@ -29,9 +30,6 @@ StopFn = Callable[[], bool]
 
 class JobCanceled(Exception):
     """Raised inside a training loop when `should_stop` returned True."""
-
-
-SCHEDULES = ("constant", "cosine")
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fine.spec import PretrainSpec
 from learngene_store import jobs as job_states
 from learngene_store.blobs import BlobStore
 from learngene_store.catalog import DuplicateLearngene, register_learngene
@@ -41,9 +42,14 @@ def execute_pretrain(settings: WorkerSettings, job: Job, work: Path, store: Blob
                     num_classes=spec["num_classes"], rank=spec["rank"])
     train, test = load(dataset, "train"), load(dataset, "test")
     every = max(1, min(250, spec["steps"]))
+    # Jobs queued before the recipe fields existed get the spec's defaults for them.
+    known = {k: v for k, v in spec.items() if k in PretrainSpec.model_fields}
+    recipe = PretrainSpec.model_validate({**known, "dataset": job.dataset}, strict=False)
     pcfg = PretrainConfig(steps=spec["steps"], widths=spec["widths"], ema_decay=spec["ema_decay"], seed=spec["seed"],
-                          ckpt_every=every, eval_every=every, eval_images=spec["eval_images"], name=spec["name"])
-    optim = OptimConfig(lr=spec["lr"], warmup=spec["warmup"], batch_size=spec["batch_size"])
+                          ckpt_every=every, eval_every=every, eval_images=spec["eval_images"], name=spec["name"],
+                          sigma_init=recipe.sigma_init, sigma_lr_scale=recipe.sigma_lr_scale,
+                          depths=recipe.subnet_depths)
+    optim = OptimConfig(lr=spec["lr"], warmup=spec["warmup"], batch_size=spec["batch_size"], schedule=recipe.schedule)
 
     def progress(phase: str, step: int, total: int, loss: float | None) -> None:
         lease.progress(phase, step, total, loss)
