@@ -17,8 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fine.colour import COLOUR_DATASETS, load_colour
+
 FASHION_DIR = Path(os.environ.get("FINE_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
-BUILTIN = ("fashion-mnist", "mnist-5k", "digits")
+BUILTIN = ("fashion-mnist", "mnist-5k", "digits", *COLOUR_DATASETS)
 SPLITS = ("train", "test")
 MIN_IMAGES = 8  # fewer images than this cannot even fill one evaluation batch
 MAX_CLASSES = 1000
@@ -91,6 +93,8 @@ def load(name: str, split: str = "train") -> ImageData:
         data = split_fixed(load_mnist5k_all(), split)
     elif base == "digits":
         data = split_fixed(load_digits_all(), split)
+    elif base in COLOUR_DATASETS:
+        data = load_colour(base, split)
     else:
         raise DataError(f"unknown dataset {base!r}: use one of {', '.join(BUILTIN)} or a path to an .npz file")
     if classes is not None:
