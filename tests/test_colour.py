@@ -97,3 +97,27 @@ def test_cache_round_trip(tmp_path) -> None:
     path.write_bytes(b"not an npz")  # an unreadable cache file is regenerated, not trusted
     again, _ = colour.cached("colour-digits", "all")
     assert again.tobytes() == fresh.tobytes()
+
+
+def test_colour_classifiers_are_committed_and_named() -> None:
+    from fine.metrics import load_feature_classifier, metric_suffix, named
+
+    for base, suffix in (("colour-fashion-mnist", "cfmnist"), ("colour-mnist-5k", "cmnist5k")):
+        model = load_feature_classifier(f"{base}:0-4")  # sha256-checked against SHA256SUMS
+        assert model is not None and (model.in_channels, model.image_size) == (3, 32)
+        assert metric_suffix(base) == suffix
+        assert named({"fd": 1.0, "kid": 2.0}, base) == {f"fd_{suffix}": 1.0, f"kid_{suffix}": 2.0}
+    assert load_feature_classifier("colour-digits") is None
+
+
+def test_colour_fashion_classifier_is_accurate_on_a_slice() -> None:
+    from fine.metrics import load_feature_classifier
+
+    try:
+        images, labels = colour.generate("colour-fashion-mnist", "test", limit=500)
+    except DataError as e:
+        pytest.skip(str(e))
+    model = load_feature_classifier("colour-fashion-mnist")
+    with torch.no_grad():
+        pred = model.logits(torch.from_numpy(images).float() / 127.5 - 1).argmax(1)
+    assert (pred == torch.from_numpy(labels)).float().mean().item() > 0.8
