@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fine.colour import COLOUR_DATASETS, load_colour
 from fine.common import DatasetError, check_arrays
 from fine.common import parse_dataset_name as parse_name
 
 FASHION_DIR = Path(os.environ.get("FINE_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
-BUILTIN = ("fashion-mnist", "mnist-5k", "digits")
+BUILTIN = ("fashion-mnist", "mnist-5k", "digits", *COLOUR_DATASETS)
 SPLITS = ("train", "test")
 
 
@@ -76,6 +77,8 @@ def load(name: str, split: str = "train") -> ImageData:
         data = split_fixed(load_mnist5k_all(), split)
     elif base == "digits":
         data = split_fixed(load_digits_all(), split)
+    elif base in COLOUR_DATASETS:
+        data = load_colour(base, split)
     else:
         raise DataError(f"unknown dataset {base!r}: use one of {', '.join(BUILTIN)} or a path to an .npz file")
     if classes is not None:

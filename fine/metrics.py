@@ -29,6 +29,8 @@ MANIFEST = ASSETS / "classifiers.json"
 FEATURE_CLASSIFIERS: dict[str, tuple[str, str]] = {
     "fashion-mnist": ("classifier-fashion-mnist.safetensors", "fmnist"),
     "mnist-5k": ("classifier-mnist-5k.safetensors", "mnist5k"),
+    "colour-fashion-mnist": ("classifier-colour-fashion-mnist.safetensors", "cfmnist"),
+    "colour-mnist-5k": ("classifier-colour-mnist-5k.safetensors", "cmnist5k"),
 }
 
 

@@ -30,6 +30,11 @@ BUILTIN: tuple[DatasetInfo, ...] = (
     DatasetInfo("fashion-mnist", 60_000, 28, 1, 10, "Fashion-MNIST, 28x28 grayscale, 10 classes (train split)"),
     DatasetInfo("mnist-5k", 5_000, 28, 1, 10, "MNIST 5k (500 per digit), 28x28 grayscale, fixed 80/20 split"),
     DatasetInfo("digits", 1_797, 8, 1, 10, "scikit-learn digits, 8x8 grayscale, fixed 80/20 split"),
+    DatasetInfo("colour-fashion-mnist", 60_000, 32, 3, 10,
+                "Fashion-MNIST coloured offline: 32x32 RGB, per-image hue, texture and background (train split)"),
+    DatasetInfo("colour-mnist-5k", 5_000, 32, 3, 10,
+                "MNIST 5k coloured offline: 32x32 RGB strokes with outline and shadow on noisy blobs, fixed 80/20 split"),
+    DatasetInfo("colour-digits", 1_797, 8, 3, 10, "scikit-learn digits coloured, 8x8 RGB, fixed 80/20 split"),
 )
 
 
