@@ -20,7 +20,15 @@ from fine.data import ImageData
 from fine.diffusion import Diffusion
 from fine.formats import LearngeneSet
 from fine.metrics import floor, heldout_loss, load_feature_classifier, named, sample_quality
-from fine.pipeline import DenseResume, Hooks, build_descendant, new_task, sample_grid, train_descendant
+from fine.pipeline import (
+    DenseResume,
+    Hooks,
+    adaptation_parts,
+    build_descendant,
+    new_task,
+    sample_grid,
+    train_descendant,
+)
 from fine.spec import JobSpec
 from fine.training import OptimConfig, TrainState
 
@@ -209,8 +217,10 @@ def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecf
     train_labels = saved is None and spec.sigma_steps_run > 0 and new_task(lg, subset, run.dataset)
     resume = DenseResume(saved["model"], TrainState(**saved["train"])) if saved is not None else None
     hooks = Hooks(after_init=after_init, after_sigma=after_sigma, on_step=on_step, on_state=state_of.append)
-    model = train_descendant(model, subset, spec, train_labels=train_labels, hooks=hooks, finetune_optim=full_optim,
-                             resume=resume)
+    # ... and a target with other pixels (channels, size) its input/output layers (as the service does).
+    parts = adaptation_parts(lg.cfg, subset) if saved is None and spec.sigma_steps_run > 0 else ()
+    model = train_descendant(model, subset, spec, train_labels=train_labels, train_parts=parts, hooks=hooks,
+                             finetune_optim=full_optim, resume=resume)
     final = curve[-1]["heldout"]
     if grids is not None:
         save_grid(model, grids(run.full_steps), test, ecfg, run.seed)

@@ -14,12 +14,13 @@ from pathlib import Path
 import torch
 
 from fine.assembly import assemble
+from fine.config import DiTConfig
 from fine.data import DataError, ImageData, load, parse_name
 from fine.diffusion import Diffusion
 from fine.formats import LearngeneSet, load_learngene, save_dense, save_factored
 from fine.images import save_grid, to_uint8
 from fine.model import DiT
-from fine.spec import FINETUNE_OPTIM, SIGMA_OPTIM, JobSpec
+from fine.spec import ADAPT_LR_SCALE, ADAPT_PARTS, FINETUNE_OPTIM, SIGMA_OPTIM, JobSpec
 from fine.training import JobCanceled, OptimConfig, ProgressFn, StopFn, TrainState, sigma_stage, train_all
 
 __all__ = ["DenseResume", "Hooks", "InitResult", "JobCanceled", "JobSpec", "build_descendant", "evaluate", "init_descendant",
@@ -42,6 +43,12 @@ def new_task(learngene: LearngeneSet, target: ImageData, dataset: str) -> bool:
         return True
     seen = set(src_classes) if src_classes is not None else set(range(learngene.cfg.num_classes))
     return not set(target.labels.unique().tolist()) <= seen
+
+
+def adaptation_parts(learngene_cfg: DiTConfig, target: ImageData) -> tuple[str, ...]:
+    """Body parts the sigma stage must also train: the input/output layers when the pixels differ."""
+    same = (target.channels, target.image_size) == (learngene_cfg.in_channels, learngene_cfg.image_size)
+    return () if same else ADAPT_PARTS
 
 
 def sample_grid(
@@ -140,6 +147,7 @@ def train_descendant(
     spec: JobSpec,
     *,
     train_labels: bool = False,
+    train_parts: tuple[str, ...] = (),
     hooks: Hooks | None = None,
     finetune_optim: OptimConfig | None = None,
     resume: DenseResume | None = None,
@@ -147,6 +155,7 @@ def train_descendant(
 ) -> DiT:
     """The sigma stage (methods that have one) and dense fine-tuning; returns the trained model.
 
+    `train_parts`: body parts that also train in the sigma stage (see `adaptation_parts`).
     `finetune_optim` replaces the dense phase's optimiser (default: fine.spec.FINETUNE_OPTIM);
     `resume` skips what it saved and continues the dense phase exactly where it stopped.
     """
@@ -158,6 +167,7 @@ def train_descendant(
         if spec.sigma_steps_run > 0:
             t = time.time()
             sigma_stage(model, subset, spec.sigma_steps, train_bias=spec.train_bias, train_labels=train_labels,
+                        train_parts=train_parts, parts_lr_scale=ADAPT_LR_SCALE,
                         optim=OptimConfig(lr=SIGMA_OPTIM.lr, warmup=SIGMA_OPTIM.warmup, batch_size=spec.batch_size),
                         seed=spec.seed, progress=hooks.step_fn(model), should_stop=hooks.should_stop)
             timings["sigma"] = time.time() - t
@@ -212,7 +222,8 @@ def init_descendant(
     timings["assemble"] = time.time() - t0
     subset = train.subset(spec.subset_size, seed=spec.seed)
     retrain_labels = new_task(lg, train, dataset)
-    model = train_descendant(model, subset, spec, train_labels=retrain_labels,
+    parts = adaptation_parts(lg.cfg, train) if spec.sigma_steps_run > 0 else ()
+    model = train_descendant(model, subset, spec, train_labels=retrain_labels, train_parts=parts,
                              hooks=Hooks(progress=progress, should_stop=should_stop), timings=timings)
     ran_sigma = spec.sigma_steps_run
     finetune_steps, seed, sample_steps = spec.finetune_steps, spec.seed, spec.sample_steps
@@ -230,7 +241,8 @@ def init_descendant(
     meta = {
         "dataset": dataset, "learngene_id": lg.id, "learngene_sha256": lg.sha256, "method": spec.method,
         "steps": {"sigma": ran_sigma, "finetune": finetune_steps}, "subset_size": len(subset), "seed": seed,
-        "train_bias": spec.train_bias, "train_labels": retrain_labels and ran_sigma > 0, "metrics": metrics,
+        "train_bias": spec.train_bias, "train_labels": retrain_labels and ran_sigma > 0,
+        "trained_body_parts": list(parts), "metrics": metrics,
     }
     config = save_dense(out, model, meta)
     files["dense"], files["config"] = out / "model.safetensors", out / "config.json"

@@ -71,6 +71,11 @@ class StageOptim:
     warmup: int
 
 
+# A target with other channels or another image size than its learngene also trains these parts of
+# the shared body in the sigma stage, at ADAPT_LR_SCALE x the sigma rate (U, V stay frozen).
+ADAPT_PARTS: tuple[str, ...] = ("x_embedder", "final_layer")
+ADAPT_LR_SCALE = 1.0
+
 SIGMA_OPTIM = StageOptim(lr=3e-3, warmup=20)  # sigma stage: sigma's scale is small, so a higher rate
 FINETUNE_OPTIM = StageOptim(lr=1e-3, warmup=50)  # dense fine-tuning (and a scratch run's training)
 

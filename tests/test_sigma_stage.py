@@ -64,3 +64,26 @@ def test_body_parts_train_at_their_own_rate_and_u_v_stay_frozen(toy_learngene) -
     assert not any(k.startswith(("genes.", "t_embedder.", "y_embedder.")) for k in changed)
     with pytest.raises(ValueError, match="unknown body parts"):
         sigma_stage(model, load("digits", "train"), 1, train_parts=("genes",))
+
+
+def test_a_target_with_other_channels_trains_its_input_output_layers(toy_learngene, tmp_path, monkeypatch) -> None:
+    from fine.assembly import assemble
+    from fine.formats import load_learngene, load_factored
+    from fine.pipeline import init_descendant
+    from fine.spec import ADAPT_PARTS, JobSpec
+
+    monkeypatch.setenv("FINE_CACHE_DIR", str(tmp_path / "cache"))
+    spec = JobSpec(depth=2, hidden_size=64, dataset="colour-digits", sigma_steps=4, subset_size=64, eval_images=0,
+                   batch_size=16, sample_steps=2)
+    result = init_descendant(spec, learngene=toy_learngene, out_dir=tmp_path / "out")
+    assert result.config["trained_body_parts"] == list(ADAPT_PARTS)
+    lg = load_learngene(toy_learngene.path) if hasattr(toy_learngene, "path") else toy_learngene
+    trained, _ = load_factored(result.files["factored"], lg)
+    start = assemble(lg.model, 2, 64, "fine", in_channels=3)
+    for name in ("x_embedder.proj.weight", "final_layer.linear.weight"):
+        assert not torch.equal(trained.state_dict()[name], start.state_dict()[name]), name
+    assert torch.equal(trained.state_dict()["t_embedder.mlp.0.weight"], start.state_dict()["t_embedder.mlp.0.weight"])
+    # The learngene's own geometry trains no body part.
+    same = init_descendant(spec.model_copy(update={"dataset": "digits"}), learngene=toy_learngene,
+                           out_dir=tmp_path / "grey")
+    assert same.config["trained_body_parts"] == []
