@@ -46,12 +46,15 @@ DPM = "dpm++2m"
 # (model, sampler, steps, spacing, seed), in the order they run: key rows first.
 ANC, D6 = "ancestry d8 w128", "fine descendant d6 w128"
 ROWS: list[tuple[str, str, int, str, int]] = (
-    [(ANC, "ddim", 50, "", 0)] + [(ANC, DPM, k, DPM_SPACING, 0) for k in (10, 15, 20)]
-    + [(ANC, "ddim", 50, "", 1)] + [(ANC, DPM, k, DPM_SPACING, 1) for k in (10, 15, 20)]
+    [(ANC, "ddim", 50, "", 0)] + [(ANC, DPM, k, "logsnr", 0) for k in (10, 15, 20)]
+    + [(ANC, "ddim", 50, "", 1)] + [(ANC, DPM, k, "logsnr", 1) for k in (10, 15, 20)]
     + [(ANC, "ddim", k, "", 0) for k in (10, 15, 20, 25)]
-    + [(ANC, DPM, k, sp, 0) for sp in ("time", "quadratic") for k in (10, 15)]
+    + [(ANC, DPM, k, "time", 0) for k in (10, 15)]
+    # (the order the rows ran in; time-uniform became the default grid from here on)
+    + [(ANC, DPM, k, "time", 1) for k in (10, 15)] + [(ANC, DPM, 20, "time", s) for s in (0, 1)]
     + [(ANC, "ddim", k, "", 1) for k in (10, 20)]
-    + [(D6, "ddim", 50, "", s) for s in (0, 1)] + [(D6, DPM, k, DPM_SPACING, s) for s in (0, 1) for k in (10, 15)]
+    + [(D6, "ddim", 50, "", s) for s in (0, 1)] + [(D6, DPM, k, "time", s) for k in (10, 15) for s in (0, 1)]
+    + [(ANC, DPM, k, "quadratic", 0) for k in (10, 15)]
     + [(D6, "ddim", k, "", 0) for k in (10, 15)]
 )
 
@@ -141,7 +144,9 @@ def run(args: argparse.Namespace) -> None:
 
 # Convergence probe: how far each sampler lands from the ODE's answer (DPM-Solver++ at 50 steps stands in for it).
 PROBE_N = 100
-PROBE: list[tuple[str, int]] = [("ddim", 10), ("ddim", 20), ("ddim", 50), ("ddim", 200), (DPM, 10), (DPM, 15), (DPM, 50)]
+PROBE: list[tuple[str, int, str]] = [("ddim", 10, ""), ("ddim", 20, ""), ("ddim", 50, ""), ("ddim", 200, ""),
+                                     (DPM, 10, "time"), (DPM, 15, "time"), (DPM, 10, "logsnr"), (DPM, 15, "logsnr"),
+                                     (DPM, 50, "logsnr")]
 
 
 def converge(args: argparse.Namespace) -> None:
@@ -153,15 +158,15 @@ def converge(args: argparse.Namespace) -> None:
     assert clf is not None
     model = build_model(ANC)
     made, recs = {}, []
-    for sampler, steps in PROBE:
+    for row in PROBE:
         t0 = time.perf_counter()
-        made[(sampler, steps)] = draw(model, y, sampler, steps, DPM_SPACING if sampler == DPM else "", 0)
-        q = named(sample_quality(made[(sampler, steps)], real, clf, n_real=len(real)), DATASET)
-        recs.append({"sampler": sampler, "steps": steps, "sample_s": time.perf_counter() - t0, **q})
+        made[row] = draw(model, y, *row, 0)
+        q = named(sample_quality(made[row], real, clf, n_real=len(real)), DATASET)
+        recs.append({"sampler": row[0], "steps": row[1], "spacing": row[2], "sample_s": time.perf_counter() - t0, **q})
         print(recs[-1], flush=True)
-    ref = made[(DPM, 50)]
+    ref = made[(DPM, 50, "logsnr")]
     for r in recs:
-        r["rms_to_dpm50"] = (made[(r["sampler"], r["steps"])] - ref).pow(2).mean().sqrt().item()
+        r["rms_to_dpm50"] = (made[(r["sampler"], r["steps"], r["spacing"])] - ref).pow(2).mean().sqrt().item()
     (out / "converge.json").write_text(json.dumps({"model": ANC, "n": PROBE_N, "n_real": len(real), "seed": 0,
                                                    "rows": recs}, indent=1) + "\n")
 
@@ -175,9 +180,10 @@ def converge_lines(out: Path) -> list[str]:
              f"`--converge`: {c['model']}, the first {c['n']} images of seed 0 (same start noise and labels for every "
              f"sampler), FD-FMNIST against the same {c['n_real']} real images (FD at n = {c['n']} is biased upward: compare "
              "within this table only), and the RMS pixel distance (in [-1, 1]) to DPM-Solver++ at 50 steps, which stands "
-             "in for the exact ODE solution.", "",
-             "| sampler | steps | FD-FMNIST | RMS to DPM++-50 |", "| --- | ---: | ---: | ---: |"]
-    lines += [f"| {r['sampler']} | {r['steps']} | {r['fd_fmnist']:.2f} | {r['rms_to_dpm50']:.4f} |" for r in c["rows"]]
+             "in for the exact ODE solution (log-SNR grid).", "",
+             "| sampler | steps | grid | FD-FMNIST | RMS to DPM++-50 |", "| --- | ---: | --- | ---: | ---: |"]
+    lines += [f"| {r['sampler']} | {r['steps']} | {r['spacing'] or '-'} | {r['fd_fmnist']:.2f} | {r['rms_to_dpm50']:.4f} |"
+              for r in c["rows"]]
     return lines
 
 
