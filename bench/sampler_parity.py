@@ -280,7 +280,7 @@ def recommend(by: dict[tuple, dict[int, dict]]) -> tuple[list[str], dict[str, in
             verdict = (f"fewest steps within DDIM-50's spread (comparable with it): **{held[0]}**" if held
                        else "**no step count tried is within DDIM-50's spread**")
             verdict += f"; fewest not worse than DDIM-50 + spread: {not_worse[0] if not_worse else 'none'}"
-            out.append(f"  - {sampler} (grid {grid_ or 'time'}) two-seed means: {detail}; {verdict}.")
+            out.append(f"  - {sampler}{f' (grid {grid_})' if grid_ else ''} two-seed means: {detail}; {verdict}.")
     return out, chosen
 
 
