@@ -1,7 +1,8 @@
-"""DDPM noise schedule, training loss and samplers (DDPM, DDIM) with classifier-free guidance."""
+"""DDPM noise schedule, training loss and samplers (DDPM, DDIM, DPM-Solver++ 2M) with classifier-free guidance."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -9,6 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 
 NUM_TIMESTEPS = 1000
+SAMPLERS: tuple[str, ...] = ("ddim", "ddpm", "dpm++2m")
+# Timestep grids for DPM-Solver++: uniform in t, uniform in log-SNR, or uniform in sqrt(t). Uniform in t is the
+# default by measurement (bench/results/sampler/table.md: FD-FMNIST at DDIM-50's level from 10-15 steps; log-SNR,
+# though closer to the exact ODE answer, came out ~10 worse than DDIM-50 at every step count).
+DPM_SPACINGS: tuple[str, ...] = ("time", "logsnr", "quadratic")
+DPM_SPACING = "time"
 
 
 class Diffusion:
@@ -48,6 +55,7 @@ class Diffusion:
     def guided_eps(
         model: nn.Module, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, cfg_scale: float, null: int
     ) -> torch.Tensor:
+        """Classifier-free guided noise prediction (one batched forward pass for both branches)."""
         if cfg_scale == 1.0:
             return model(x, t, y)
         both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, null)]))
@@ -66,9 +74,9 @@ class Diffusion:
         generator: torch.Generator | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> torch.Tensor:
-        """Images in [-1, 1]. `ddim` is deterministic given the start noise; `ddpm` is ancestral."""
-        if sampler not in ("ddim", "ddpm"):
-            raise ValueError(f"unknown sampler {sampler!r}: use 'ddim' or 'ddpm'")
+        """Images in [-1, 1]. `ddim` and `dpm++2m` are deterministic given the start noise; `ddpm` is ancestral."""
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}: use one of {', '.join(map(repr, SAMPLERS))}")
         was_training = model.training
         model.eval()
         net = model
@@ -79,6 +87,10 @@ class Diffusion:
         null = model.cfg.num_classes  # type: ignore[union-attr]
         x = torch.randn((y.shape[0], *shape), generator=generator).to(device)
         y = y.to(device)
+        if sampler == "dpm++2m":
+            x = self.dpmpp_2m(net, x, y, self.dpm_timesteps(steps), cfg_scale, null, progress)
+            model.train(was_training)
+            return x
         if sampler == "ddpm":
             steps = self.num_timesteps
         ts = torch.linspace(self.num_timesteps - 1, 0, steps).round().long().tolist()
@@ -103,3 +115,76 @@ class Diffusion:
                 progress(i + 1, len(ts))
         model.train(was_training)
         return x
+
+    # -- DPM-Solver++ (2M), Lu et al. 2022 -----------------------------------------------------
+    def dpm_timesteps(self, steps: int, spacing: str = DPM_SPACING) -> list[int]:
+        """steps + 1 strictly decreasing integer timesteps from T-1 to 0 (one model call per interval)."""
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        if spacing not in DPM_SPACINGS:
+            raise ValueError(f"unknown spacing {spacing!r}: use one of {', '.join(map(repr, DPM_SPACINGS))}")
+        last = self.num_timesteps - 1
+        if spacing == "time":
+            ts = torch.linspace(last, 0, steps + 1).round().long()
+        elif spacing == "quadratic":
+            ts = (torch.linspace(math.sqrt(last), 0, steps + 1) ** 2).round().long()
+        else:
+            lam = self.log_snr()  # decreasing in t
+            grid = torch.linspace(float(lam[last]), float(lam[0]), steps + 1, dtype=torch.float64)
+            # nearest integer t on the (monotone) log-SNR curve
+            ts = torch.searchsorted(-lam, -grid).clamp(0, last)
+            lower = (ts - 1).clamp(min=0)
+            ts = torch.where((lam[lower] - grid).abs() < (lam[ts] - grid).abs(), lower, ts)
+        if steps >= self.num_timesteps:
+            raise ValueError(f"{steps} steps do not fit in {self.num_timesteps} timesteps")
+        out = ts.tolist()
+        out[0], out[-1] = last, 0
+        # Rounding may repeat a timestep: push repeats apart, up from the end, then down from the start.
+        for i in range(steps - 1, 0, -1):
+            out[i] = max(out[i], out[i + 1] + 1)
+        for i in range(1, steps):
+            out[i] = min(out[i], out[i - 1] - 1)
+        return out
+
+    def log_snr(self) -> torch.Tensor:
+        """lambda_t = log(alpha_t / sigma_t) per timestep (float64, decreasing in t)."""
+        a = self.alphas_cumprod
+        return 0.5 * (a.log() - (1 - a).log())
+
+    def dpmpp_2m(
+        self,
+        net: nn.Module | Callable[..., torch.Tensor],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        ts: list[int],
+        cfg_scale: float = 1.0,
+        null: int = 0,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> torch.Tensor:
+        """Multistep second-order DPM-Solver++ (data prediction) along the timesteps `ts`, x0 clamped to [-1, 1].
+
+        With alpha = sqrt(abar), sigma = sqrt(1 - abar), lambda = log(alpha / sigma), h_i = lambda_i - lambda_{i-1}:
+        x_i = (sigma_i / sigma_{i-1}) x_{i-1} - alpha_i (exp(-h_i) - 1) D_i, where D_i is the first model's x0
+        on the first step and (1 + 1/(2 r)) x0_{i-1} - 1/(2 r) x0_{i-2} with r = h_{i-1} / h_i after it.
+        """
+        abar = self.alphas_cumprod
+        lam = self.log_snr()
+        prev_x0: torch.Tensor | None = None
+        prev_h = 0.0
+        n = len(ts) - 1
+        for i in range(n):
+            s, t = ts[i], ts[i + 1]
+            tt = torch.full((x.shape[0],), s, dtype=torch.long, device=x.device)
+            eps = self.guided_eps(net, x, tt, y, cfg_scale, null)  # type: ignore[arg-type]
+            a_s, a_t = abar[s].item(), abar[t].item()
+            x0 = ((x - (1 - a_s) ** 0.5 * eps) / a_s**0.5).clamp(-1, 1)
+            h = (lam[t] - lam[s]).item()
+            d = x0
+            if prev_x0 is not None:
+                r = prev_h / h
+                d = (1 + 0.5 / r) * x0 - (0.5 / r) * prev_x0
+            x = ((1 - a_t) / (1 - a_s)) ** 0.5 * x - a_t**0.5 * math.expm1(-h) * d
+            prev_x0, prev_h = x0, h
+            if progress is not None:
+                progress(i + 1, n)
+        return x.clamp(-1, 1)
