@@ -15,6 +15,7 @@ from pathlib import Path
 from fine.spec import (
     JOB_LIMITS,
     METHODS,
+    SAMPLERS,
     SCHEDULES,
     SIGMA_INITS,
     JobSpec,
@@ -115,7 +116,7 @@ def _spec_from_args(a: argparse.Namespace) -> JobSpec:
     return JobSpec(depth=a.depth, hidden_size=a.hidden_size, dataset=a.dataset, method=a.method,
                    sigma_steps=a.sigma_steps, subset_size=a.subset, finetune_steps=a.finetune_steps, seed=a.seed,
                    train_bias=not a.sigma_only, batch_size=a.batch_size, eval_images=a.eval_images,
-                   sample_steps=a.sample_steps)
+                   sample_steps=a.sample_steps, sampler=a.sampler)
 
 
 def _check_spec(spec: JobSpec, learngene_cfg) -> None:  # noqa: ANN001
@@ -170,7 +171,8 @@ def cmd_sample(a: argparse.Namespace) -> None:
     from fine.pipeline import sample_grid
 
     model, _ = load_dense(a.checkpoint)
-    path = sample_grid(model, Path(a.out), per_class=a.per_class, steps=a.steps, cfg_scale=a.cfg_scale, seed=a.seed)
+    path = sample_grid(model, Path(a.out), per_class=a.per_class, steps=a.steps, cfg_scale=a.cfg_scale, seed=a.seed,
+                       sampler=a.sampler)
     print(f"wrote {path}")
 
 
@@ -187,7 +189,7 @@ def cmd_eval(a: argparse.Namespace) -> None:
         raise CliError("the checkpoint names no dataset: pass --dataset")
     test = load(dataset, "test")
     metrics = evaluate(model.eval(), test, dataset, n_images=a.eval_images, sample_steps=a.sample_steps,
-                       progress=_progress_bar())
+                       progress=_progress_bar(), sampler=a.sampler)
     print(json.dumps(metrics, indent=2, sort_keys=True))
 
 
@@ -253,6 +255,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     it.add_argument("--sigma-only", action="store_true", help="train sigma only, not the block biases")
     for name in ("seed", "batch_size", "eval_images", "sample_steps"):
         it.add_argument(f"--{_flag(name)}", type=int, default=_default(JobSpec, name), help=_help(JobSpec, name))
+    it.add_argument("--sampler", default=_default(JobSpec, "sampler"), choices=SAMPLERS)
     it.add_argument("--learngene", type=Path, default=None, help="learngene.safetensors (default: the shipped one)")
     it.add_argument("--threads", type=int, default=0)
     it.add_argument("--out", type=Path, required=True)
@@ -262,7 +265,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     sp.add_argument("checkpoint", type=Path, help="directory with model.safetensors and config.json")
     sp.add_argument("--out", default="samples.png")
     sp.add_argument("--per-class", type=int, default=8)
-    sp.add_argument("--steps", type=int, default=50)
+    sp.add_argument("--steps", type=int, default=_default(JobSpec, "sample_steps"))
+    sp.add_argument("--sampler", default=_default(JobSpec, "sampler"), choices=SAMPLERS)
     sp.add_argument("--cfg-scale", type=float, default=2.0)
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(func=cmd_sample)
@@ -271,7 +275,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     ev.add_argument("checkpoint", type=Path)
     ev.add_argument("--dataset", default=None)
     ev.add_argument("--eval-images", type=int, default=500)
-    ev.add_argument("--sample-steps", type=int, default=50)
+    ev.add_argument("--sample-steps", type=int, default=_default(JobSpec, "sample_steps"))
+    ev.add_argument("--sampler", default=_default(JobSpec, "sampler"), choices=SAMPLERS)
     ev.set_defaults(func=cmd_eval)
 
     return p, sub

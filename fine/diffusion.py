@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fine.spec import SAMPLERS
+
 NUM_TIMESTEPS = 1000
-SAMPLERS: tuple[str, ...] = ("ddim", "ddpm", "dpm++2m")
 # Timestep grids for DPM-Solver++: uniform in t, uniform in log-SNR, or uniform in sqrt(t). Uniform in t is the
 # default by measurement (bench/results/sampler/table.md: FD-FMNIST at DDIM-50's level from 10-15 steps; log-SNR,
 # though closer to the exact ODE answer, came out ~10 worse than DDIM-50 at every step count).

@@ -53,13 +53,13 @@ def adaptation_parts(learngene_cfg: DiTConfig, target: ImageData) -> tuple[str, 
 
 def sample_grid(
     model: DiT, path: Path, per_class: int = 8, steps: int = 50, cfg_scale: float = 2.0, seed: int = 0,
-    classes: list[int] | None = None,
+    classes: list[int] | None = None, sampler: str = "ddim",
 ) -> Path:
-    """A PNG grid with one row per class (DDIM, classifier-free guidance)."""
+    """A PNG grid with one row per class (classifier-free guidance)."""
     classes = classes if classes is not None else list(range(model.cfg.num_classes))
     y = torch.tensor(classes).repeat_interleave(per_class)
     shape = (model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size)
-    x = Diffusion().sample(model, y, shape, steps=steps, cfg_scale=cfg_scale,
+    x = Diffusion().sample(model, y, shape, steps=steps, sampler=sampler, cfg_scale=cfg_scale,
                            generator=torch.Generator().manual_seed(seed))
     return save_grid(to_uint8(x), path, rows=len(classes))
 
@@ -74,6 +74,7 @@ def evaluate(
     seed: int = 0,
     progress: ProgressFn | None = None,
     train: ImageData | None = None,
+    sampler: str = "ddim",
 ) -> dict:
     """Held-out denoising loss at fixed seeds and, where a feature classifier exists, FD/KID."""
     from fine import metrics
@@ -87,8 +88,8 @@ def evaluate(
         shape = (model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size)
         made = []
         for i in range(0, len(y), 100):
-            made.append(Diffusion().sample(model, y[i : i + 100], shape, steps=sample_steps, cfg_scale=cfg_scale,
-                                           generator=g))
+            made.append(Diffusion().sample(model, y[i : i + 100], shape, steps=sample_steps, sampler=sampler,
+                                           cfg_scale=cfg_scale, generator=g))
             if progress is not None:
                 progress("eval", min(i + 100, len(y)), len(y), None)
         out.update(metrics.named(metrics.sample_quality(torch.cat(made), real, clf), dataset))
@@ -97,6 +98,7 @@ def evaluate(
             out.update({f"{k}_floor": v for k, v in metrics.named(fl, dataset).items() if k != "n"})
         out["eval_images"] = len(y)
         out["sample_steps"] = sample_steps
+        out["sampler"] = sampler
         out["cfg_scale"] = cfg_scale
     return out
 
@@ -232,11 +234,11 @@ def init_descendant(
     t = time.time()
     model.eval()
     metrics = evaluate(model, test, dataset, n_images=spec.eval_images, sample_steps=sample_steps, seed=seed,
-                       progress=progress, train=train) if spec.eval_images > 0 else {}
+                       progress=progress, train=train, sampler=spec.sampler) if spec.eval_images > 0 else {}
     timings["eval"] = time.time() - t
     t = time.time()
     files = {"samples": sample_grid(model, out / "samples.png", steps=sample_steps, seed=seed,
-                                    classes=sorted(train.labels.unique().tolist()))}
+                                    classes=sorted(train.labels.unique().tolist()), sampler=spec.sampler)}
     timings["samples"] = time.time() - t
     meta = {
         "dataset": dataset, "learngene_id": lg.id, "learngene_sha256": lg.sha256, "method": spec.method,

@@ -68,7 +68,7 @@ def test_body_parts_train_at_their_own_rate_and_u_v_stay_frozen(toy_learngene) -
 
 def test_a_target_with_other_channels_trains_its_input_output_layers(toy_learngene, tmp_path, monkeypatch) -> None:
     from fine.assembly import assemble
-    from fine.formats import load_learngene, load_factored
+    from fine.formats import load_factored
     from fine.pipeline import init_descendant
     from fine.spec import ADAPT_PARTS, JobSpec
 
@@ -77,9 +77,8 @@ def test_a_target_with_other_channels_trains_its_input_output_layers(toy_learnge
                    batch_size=16, sample_steps=2)
     result = init_descendant(spec, learngene=toy_learngene, out_dir=tmp_path / "out")
     assert result.config["trained_body_parts"] == list(ADAPT_PARTS)
-    lg = load_learngene(toy_learngene.path) if hasattr(toy_learngene, "path") else toy_learngene
-    trained, _ = load_factored(result.files["factored"], lg)
-    start = assemble(lg.model, 2, 64, "fine", in_channels=3)
+    trained, _ = load_factored(result.files["factored"], toy_learngene)
+    start = assemble(toy_learngene.model, 2, 64, "fine", in_channels=3)
     for name in ("x_embedder.proj.weight", "final_layer.linear.weight"):
         assert not torch.equal(trained.state_dict()[name], start.state_dict()[name]), name
     assert torch.equal(trained.state_dict()["t_embedder.mlp.0.weight"], start.state_dict()["t_embedder.mlp.0.weight"])
