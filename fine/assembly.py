@@ -89,6 +89,19 @@ def respread_layers(
     return body
 
 
+@torch.no_grad()
+def project_layers_linear_(model: DiT) -> None:
+    """Put every per-layer tensor (sigma, biases) of `model` on its least-squares line over depth, in place.
+
+    A TLEG ancestry (Xia et al.) is theta_l = theta_A + (l / L) theta_B; with U, V shared this is exactly
+    sigma_l and b_l linear in l, which projecting after every optimiser step keeps.
+    """
+    state = {k: v for k, v in model.named_parameters() if _LAYER_RE.match(k)}
+    fitted = respread_layers(state, model.cfg.depth, linear_fit_layers)
+    for k, p in state.items():
+        p.copy_(fitted[k])
+
+
 def adapt_body(
     state: dict[str, torch.Tensor], src: DiTConfig, dst: DiTConfig
 ) -> dict[str, torch.Tensor]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fine.spec import (
     JOB_LIMITS,
+    LAYER_FORMS,
     METHODS,
     SAMPLERS,
     SCHEDULES,
@@ -82,7 +83,7 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
                           seed=a.seed, ckpt_every=a.ckpt_every, eval_every=a.eval_every, name=a.name,
                           eval_widths=eval_widths, sigma_init=a.sigma_init, sigma_lr_scale=a.sigma_lr_scale,
                           depths=depths, depths_per_step=a.depths_per_step,
-                          eval_depths=_depth_list(a.eval_depths, cfg.depth))
+                          eval_depths=_depth_list(a.eval_depths, cfg.depth), layer_form=a.layer_form)
     optim = OptimConfig(lr=a.lr, warmup=a.warmup, batch_size=a.batch_size, schedule=a.schedule)
     deadline = time.time() + 60 * a.stop_after if a.stop_after else None
     side = pretrain(a.out, cfg, train, test, pcfg, optim, progress=_progress_bar(), deadline=deadline)
@@ -234,6 +235,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
                     help="sigma's rate as a multiple of --lr")
     pt.add_argument("--depths", default="auto", help="depth-aware: 'auto' (1 .. 1.5x --depth), 'none', 1-5, 2,4")
     pt.add_argument("--depths-per-step", type=int, default=1)
+    pt.add_argument("--layer-form", default=_default(PretrainSpec, "layer_form"), choices=LAYER_FORMS,
+                    help="free (FINE) | linear (a TLEG ancestry: sigma and biases linear in depth)")
     pt.add_argument("--eval-depths", default="none", help="depths whose assembled held-out loss is logged")
     pt.add_argument("--schedule", default=_default(PretrainSpec, "schedule"),
                     help=" | ".join(SCHEDULES) + " (decay over --steps after warm-up)")

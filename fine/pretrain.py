@@ -10,14 +10,14 @@ from pathlib import Path
 
 import torch
 
-from fine.assembly import assemble
+from fine.assembly import assemble, project_layers_linear_
 from fine.config import DiTConfig
 from fine.data import ImageData, batches
 from fine.diffusion import Diffusion
 from fine.formats import save_learngene
 from fine.metrics import heldout_loss
 from fine.model import DiT
-from fine.spec import PretrainSpec, default_subnet_depths
+from fine.spec import LAYER_FORMS, PretrainSpec, default_subnet_depths
 from fine.training import Ema, JobCanceled, OptimConfig, ProgressFn, SubnetLoss, fit
 
 _RECIPE = PretrainSpec.model_fields
@@ -33,6 +33,7 @@ class PretrainConfig:
     sigma_lr_scale: float = _RECIPE["sigma_lr_scale"].default  # sigma's rate as a multiple of everything else's
     depths: list[int] | None = None  # depth-aware: other depths trained by sigma interpolation (None: the spec's rule)
     depths_per_step: int = 1  # how many of `depths` (each at a random offered width) each step trains
+    layer_form: str = _RECIPE["layer_form"].default  # fine.spec.LAYER_FORMS; linear = a TLEG ancestry
     eval_depths: list[int] = field(default_factory=list)  # depths whose assembled full-width held-out loss is logged
     ema_decay: float = 0.999
     seed: int = 0
@@ -122,10 +123,19 @@ def pretrain(
             "batch_size": optim.batch_size, "lr": optim.lr, "seed": pcfg.seed,
             "recipe": {"sigma_init": pcfg.sigma_init, "sigma_lr_scale": pcfg.sigma_lr_scale, "depths": subnet_depths,
                        "depths_per_step": pcfg.depths_per_step, "schedule": optim.schedule, "warmup": optim.warmup,
+                       "layer_form": pcfg.layer_form,
                        "total_steps": pcfg.steps},
         })
 
+    if pcfg.layer_form not in LAYER_FORMS:
+        raise ValueError(f"unknown layer_form {pcfg.layer_form!r}: use one of {', '.join(LAYER_FORMS)}")
+    if pcfg.layer_form == "linear" and start == 0:
+        project_layers_linear_(model)
+        ema.model.load_state_dict(model.state_dict())
+
     def after_step(step: int, value: float) -> None:
+        if pcfg.layer_form == "linear":
+            project_layers_linear_(model)
         ema.update(model, step)
         record: dict = {"step": step, "loss": value, "parts": parts_last, "elapsed": round(time.time() - t0, 2)}
         if step % pcfg.eval_every == 0 or step == pcfg.steps:

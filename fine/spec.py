@@ -47,6 +47,9 @@ MAX_PRETRAIN_WIDTH = 1024
 # layer the same positive sigma (1 % noise), so layers differ only by what they learn.
 SIGMA_INITS: tuple[str, ...] = ("random", "equal")
 SCHEDULES: tuple[str, ...] = ("constant", "cosine")  # the rate after warm-up
+# How an ancestry's per-layer tensors (sigma, biases) relate across depth: `free` (FINE), or `linear`
+# (TLEG: theta_l = theta_A + (l / L) theta_B, the ancestry the `tleg` baseline is meant to start from).
+LAYER_FORMS: tuple[str, ...] = ("free", "linear")
 SUBNET_DEPTH_FACTOR = 1.5  # depth-aware pre-training trains every depth from 1 to this x the ancestry's
 
 
@@ -199,6 +202,8 @@ class PretrainSpec(BaseModel):
     depths: list[int] | None = Field(default=None, description="depth-aware: other depths trained by sigma "
                                      "interpolation; null: 1 .. 1.5 x depth; []: off")
     schedule: str = Field(default="cosine", description="constant | cosine", json_schema_extra={"enum": list(SCHEDULES)})
+    layer_form: str = Field(default="free", description="free (FINE) | linear (a TLEG ancestry)",
+                            json_schema_extra={"enum": list(LAYER_FORMS)})
     name: str = Field(default="learngene", description="id prefix: lowercase letters, digits, dashes",
                       json_schema_extra={"pattern": NAME_PATTERN.pattern, "maxLength": 40})
 
@@ -227,6 +232,8 @@ class PretrainSpec(BaseModel):
             errors.append(("sigma_init", f"sigma_init must be one of {', '.join(SIGMA_INITS)}, got {self.sigma_init!r}"))
         if self.schedule not in SCHEDULES:
             errors.append(("schedule", f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"))
+        if self.layer_form not in LAYER_FORMS:
+            errors.append(("layer_form", f"layer_form must be one of {', '.join(LAYER_FORMS)}, got {self.layer_form!r}"))
         if not 0 < self.sigma_lr_scale <= 100:
             errors.append(("sigma_lr_scale", f"sigma_lr_scale must be in (0, 100], got {self.sigma_lr_scale}"))
         max_depth = PRETRAIN_LIMITS["depth"][1]

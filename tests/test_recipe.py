@@ -137,3 +137,19 @@ def test_pretraining_pauses_at_its_deadline_and_resumes(tmp_path: Path) -> None:
     assert torch.load(tmp_path / "train_state.pt", weights_only=False)["step"] == 1
     side = pretrain(tmp_path, ANC, train, test, pcfg, optim)
     assert side["steps"] == 6 and side["recipe"]["depths"] == [1] and side["recipe"]["sigma_init"] == "equal"
+
+
+def test_a_tleg_ancestry_keeps_sigma_and_biases_linear_in_depth(tmp_path: Path) -> None:
+    pretrain(tmp_path, ANC, load("digits", "train"), load("digits", "test"),
+             PretrainConfig(steps=6, layer_form="linear", depths=[], ckpt_every=6, eval_every=6, eval_images=32),
+             OptimConfig(lr=3e-3, warmup=2, batch_size=16))
+    ancestry = load_learngene(tmp_path / "learngene").model
+    for kind in ("qkv", "fc2", "adaLN"):
+        assert linear_r2(sigma_stack(ancestry, kind)) > 1 - 1e-6, kind
+    bias = torch.stack([b.mlp.fc1.bias.detach().double() for b in ancestry.blocks])
+    assert linear_r2(bias) > 1 - 1e-6
+    assert bias.std(0).max() > 0  # linear, not constant: the layers still differ
+    # TLEG's assembly (the least-squares line) at the ancestry's own depth is then the ancestry itself.
+    tleg = assemble(ancestry, ANC.depth, 64, "tleg")
+    for k, v in ancestry.state_dict().items():
+        torch.testing.assert_close(tleg.state_dict()[k], v, atol=1e-5, rtol=1e-5)

@@ -48,7 +48,7 @@ def execute_pretrain(settings: WorkerSettings, job: Job, work: Path, store: Blob
     pcfg = PretrainConfig(steps=spec["steps"], widths=spec["widths"], ema_decay=spec["ema_decay"], seed=spec["seed"],
                           ckpt_every=every, eval_every=every, eval_images=spec["eval_images"], name=spec["name"],
                           sigma_init=recipe.sigma_init, sigma_lr_scale=recipe.sigma_lr_scale,
-                          depths=recipe.subnet_depths)
+                          depths=recipe.subnet_depths, layer_form=recipe.layer_form)
     optim = OptimConfig(lr=spec["lr"], warmup=spec["warmup"], batch_size=spec["batch_size"], schedule=recipe.schedule)
 
     def progress(phase: str, step: int, total: int, loss: float | None) -> None:
