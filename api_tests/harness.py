@@ -10,7 +10,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -168,3 +169,16 @@ def base_env(home: Path, learngene: Path, **extra: str) -> dict[str, str]:
     })
     env.update(extra)
     return env
+
+
+@contextmanager
+def embedded_service(home: Path, learngene: Path, **extra: str) -> Iterator[Service]:
+    """`fine serve` in embedded mode (SQLite, local blobs, filesystem broker): API + its worker, one process tree."""
+    svc = Service(base_env(home, learngene, **extra), home)
+    code = f"from service.cli import serve; serve(api_only=False, host='127.0.0.1', port={svc.port})"
+    svc.api = Proc([sys.executable, "-c", code], svc.env, home / "serve.log")
+    try:
+        svc.wait_ready()
+        yield svc
+    finally:
+        svc.stop()
