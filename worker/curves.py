@@ -54,7 +54,9 @@ class LossLog:
             offset = steps[-1] if steps else offset
         ax.set_xlabel("step")
         ax.set_ylabel("training loss (noise MSE)")
-        ax.set_yscale("log")
+        losses = [v for log in self.phases.values() for v in log["loss"] if v > 0]
+        if losses and max(losses) > 10 * min(losses):  # log scale only where the loss spans a decade
+            ax.set_yscale("log")
         ax.grid(alpha=0.3, which="both")
         ax.legend(loc="upper right", fontsize=8)
         fig.tight_layout()
