@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select
 
 from learngene_store.blobs import BlobCorrupt, BlobMissing
+from learngene_store.collect import delete_checkpoint
 from learngene_store.models import Checkpoint
 from service.deps import OwnerDep, SessionDep, StoreDep
 from service.downloads import serve_blob
@@ -62,6 +63,17 @@ def list_checkpoints(session: SessionDep, request: Request, response: Response, 
 @router.get("/{ckpt_id}", response_model=CheckpointOut)
 def get_checkpoint(ckpt_id: str, session: SessionDep) -> CheckpointOut:
     return checkpoint_out(_get(session, ckpt_id))
+
+
+@router.delete("/{ckpt_id}", status_code=204, response_class=Response, responses={404: {}})
+def delete(ckpt_id: str, session: SessionDep, store: StoreDep, owner: OwnerDep) -> Response:
+    """Delete one of your checkpoints; its files' blobs go too unless something else holds the same bytes.
+    The job that built it stays, without a checkpoint."""
+    ckpt = _get(session, ckpt_id)
+    if ckpt.owner != owner:
+        raise Problem(404, f"no checkpoint {ckpt_id!r} of yours", type_="checkpoint-not-found")
+    delete_checkpoint(session, store, ckpt)
+    return Response(status_code=204)
 
 
 @router.head("/{ckpt_id}/file", include_in_schema=False)
