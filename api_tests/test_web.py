@@ -22,12 +22,19 @@ pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian'
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator:  # type: ignore[type-arg]
+def downloads(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("downloads")
+
+
+@pytest.fixture(scope="module")
+def browser(downloads: Path) -> Iterator:  # type: ignore[type-arg]
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service as DriverService
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM  # type: ignore[assignment]
+    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                           "download.prompt_for_download": False})
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                 "--window-size=1200,1500", "--renderer-process-limit=1"):
         opts.add_argument(arg)
@@ -45,7 +52,8 @@ def _shot(driver, name: str, tmp_path: Path) -> None:  # type: ignore[no-untyped
     driver.save_screenshot(str(out / f"{name}.png"))
 
 
-def test_the_page_browses_submits_watches_and_shows_pictures(service: Service, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_the_page_browses_submits_watches_and_shows_pictures(service: Service, browser, downloads: Path,  # type: ignore[no-untyped-def]
+                                                             tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -88,7 +96,11 @@ def test_the_page_browses_submits_watches_and_shows_pictures(service: Service, b
     ckpt_id = browser.find_element(By.ID, "ckpt-id").text
     assert ckpt_id.startswith("ckpt_")
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f"#ckpt-table tr[data-id='{ckpt_id}']")))
-    assert "dense" in browser.find_element(By.ID, "ckpt-files").text
+    button = next(b for b in browser.find_elements(By.CSS_SELECTOR, "#ckpt-files button") if b.text.startswith("dense"))
+    button.click()
+    WebDriverWait(browser, 30).until(lambda d: (downloads / "model.safetensors").exists())
+    dense = service.client.get(f"/v1/checkpoints/{ckpt_id}/file")
+    assert (downloads / "model.safetensors").read_bytes() == dense.content  # the page's download is the file
     browser.execute_script("document.getElementById('watch').scrollIntoView()")
     _shot(browser, "job", tmp_path)
     browser.execute_script("window.scrollTo(0, 0)")
