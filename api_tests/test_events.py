@@ -54,6 +54,21 @@ def test_events_arrive_in_order_and_a_reconnect_misses_none(service: Service) ->
     assert c.checkpoints(depth=TINY["depth"] + 7)["items"] == []
 
 
+def test_events_are_live_and_a_cancel_shows_in_them(service: Service) -> None:
+    c = Client(service.base)
+    job = c.submit({**TINY, "sigma_steps": 20000, "seed": 102})
+    stream = c.events(job["id"])
+    for event in stream:
+        if event.event == "progress" and event.data["phase"] == "sigma" and event.data["step"] > 0:
+            break
+    assert c.job(job["id"])["status"] == "running", "the progress should arrive while the job runs"
+    c.cancel(job["id"])
+    rest = list(stream)  # the same stream goes on to the end
+    kinds = [(e.event, e.data.get("status")) for e in rest]
+    assert ("cancel", None) in kinds and kinds[-2:] == [("status", "canceled"), ("end", "canceled")]
+    assert kinds.index(("cancel", None)) < kinds.index(("status", "canceled"))
+
+
 def test_events_of_an_unknown_job_are_a_problem(service: Service) -> None:
     r = service.client.get("/v1/jobs/job_nope/events")
     assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"

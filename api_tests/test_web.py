@@ -94,6 +94,8 @@ def test_the_page_browses_submits_watches_and_shows_pictures(service: Service, b
         wait.until(lambda d, img=img: d.execute_script(
             "const i = document.getElementById(arguments[0]); return i.complete && i.naturalWidth > 0", img))
     ckpt_id = browser.find_element(By.ID, "ckpt-id").text
+    watched = browser.find_element(By.ID, "watch-id").text
+    wait.until(lambda d: "succeeded" in d.find_element(By.CSS_SELECTOR, f"#job-table tr[data-id='{watched}']").text)
     assert ckpt_id.startswith("ckpt_")
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f"#ckpt-table tr[data-id='{ckpt_id}']")))
     button = next(b for b in browser.find_elements(By.CSS_SELECTOR, "#ckpt-files button") if b.text.startswith("dense"))

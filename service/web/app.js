@@ -173,6 +173,7 @@ async function submitJob(ev) {
     const r = await api("/v1/jobs", { method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify(formSpec()) });
     watch((await r.json()).id);
+    loadJobs();
   } catch (e) {
     if (e instanceof ApiError) showProblem(e); else $("job-form-error").textContent = String(e);
   }
@@ -259,9 +260,24 @@ function watch(jobId) {
       setStatus(d.status);
       if (d.error) $("watch-error").textContent = d.error;
       log("end: " + d.status);
+      loadJobs();
       if (d.checkpoint_id) { loadLearngenes(); loadCheckpoints(true); showCheckpoint(d.checkpoint_id); }
     }
   }, abort.signal).catch((e) => { if (!abort.signal.aborted) $("watch-error").textContent = e.message; });
+}
+
+// Recent jobs: click one to watch it
+async function loadJobs() {
+  const body = $("job-table").tBodies[0];
+  body.textContent = "";
+  for (const j of (await getJson("/v1/jobs?limit=10")).items) {
+    const tr = body.insertRow();
+    tr.dataset.id = j.id;
+    const p = j.progress;
+    for (const v of [j.id, j.kind, j.status, j.dataset, j.method, j.spec.depth, j.spec.hidden_size,
+      (p.phase || "") + (p.total ? " " + p.step + "/" + p.total : ""), j.created_at.slice(0, 19).replace("T", " ")]) cell(tr, v);
+    tr.onclick = () => watch(j.id);
+  }
 }
 
 // Checkpoints
@@ -334,6 +350,7 @@ async function main() {
   $("job-form").onsubmit = submitJob;
   $("ckpt-filter").onsubmit = (ev) => { ev.preventDefault(); loadCheckpoints(true); };
   $("ckpt-more").onclick = () => loadCheckpoints(false);
+  $("jobs-refresh").onclick = () => loadJobs().catch((e) => { $("watch-error").textContent = e.message; });
   $("watch-cancel").onclick = () => watching && api("/v1/jobs/" + watching.id + "/cancel", { method: "POST" })
     .catch((e) => { $("watch-error").textContent = e.message; });
   await start();
@@ -341,7 +358,7 @@ async function main() {
 
 async function start() {
   try {
-    await Promise.all([loadLearngenes(), buildForm(), loadCheckpoints(true)]);
+    await Promise.all([loadLearngenes(), buildForm(), loadJobs(), loadCheckpoints(true)]);
   } catch (e) {
     $("job-form-error").textContent = e.message;
   }
