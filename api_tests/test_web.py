@@ -7,17 +7,15 @@ Screenshots go to $FINE_SCREENSHOTS when set (bench/results/web/ holds the commi
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from api_tests.conftest import TINY
-from api_tests.harness import Service
+from api_tests.harness import CHROMEDRIVER, CHROMIUM, Service, chromium
 
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver "
+pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver "
                                 "(make setup installs them)")
 
 
@@ -28,18 +26,7 @@ def downloads(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser(downloads: Path) -> Iterator:  # type: ignore[type-arg]
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service as DriverService
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM  # type: ignore[assignment]
-    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                           "download.prompt_for_download": False})
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1200,1500", "--renderer-process-limit=1"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=DriverService(executable_path=DRIVER), options=opts)
-    driver.set_page_load_timeout(60)
+    driver = chromium(downloads)
     try:
         yield driver
     finally:

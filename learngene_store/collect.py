@@ -8,12 +8,12 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from learngene_store.blobs import BlobStore
-from learngene_store.models import FINAL_STATUSES, Checkpoint, CheckpointFile, Dataset, Job, Learngene
+from learngene_store.models import FINAL_STATUSES, Checkpoint, CheckpointFile, Dataset, Job, Learngene, LearngeneFile
 
 
 def referenced(session: Session, sha256: str) -> bool:
-    """Does any checkpoint file, dataset or learngene still point at this blob?"""
-    for col in (CheckpointFile.sha256, Dataset.sha256, Learngene.sha256):
+    """Does any checkpoint file, dataset, learngene or learngene picture still point at this blob?"""
+    for col in (CheckpointFile.sha256, Dataset.sha256, Learngene.sha256, LearngeneFile.sha256):
         if session.execute(select(col).where(col == sha256).limit(1)).first() is not None:
             return True
     return False

@@ -185,3 +185,15 @@ class JobEvent(Base):
     kind: Mapped[str] = mapped_column(String(16))  # status | progress
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LearngeneFile(Base):
+    """A picture or log beside a learngene set: its training curve, sample grids per width."""
+
+    __tablename__ = "learngene_files"
+
+    learngene_id: Mapped[str] = mapped_column(ForeignKey("learngenes.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)  # curve.png, samples_w64.png, ...
+    media_type: Mapped[str] = mapped_column(String(128))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    bytes: Mapped[int] = mapped_column(Integer)

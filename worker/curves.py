@@ -1,5 +1,6 @@
 """A job's training loss per step (sigma stage, fine-tuning): kept while it trains, then written as
-curve.json (the numbers) and curve.png (the picture), two more files of its checkpoint."""
+curve.json (the numbers) and curve.png (the picture), two more files of its checkpoint. A pre-training
+job's curve is drawn the same way from its train_log.jsonl, as a picture of the learngene set."""
 
 from __future__ import annotations
 
@@ -22,12 +23,27 @@ class LossLog:
 
         def step(phase: str, step: int, total: int, loss: float | None) -> None:
             if phase in TRAINING_PHASES and loss is not None:
-                log = self.phases.setdefault(phase, {"step": [], "loss": [], "total": total})
-                log["step"].append(int(step))
-                log["loss"].append(round(float(loss), 6))
+                self.add(phase, step, total, loss)
             progress(phase, step, total, loss)
 
         return step
+
+    def add(self, phase: str, step: int, total: int, loss: float) -> None:
+        """Record one step's loss."""
+        log = self.phases.setdefault(phase, {"step": [], "loss": [], "total": total})
+        log["step"].append(int(step))
+        log["loss"].append(round(float(loss), 6))
+
+    @classmethod
+    def from_train_log(cls, path: Path, phase: str = "pretrain") -> LossLog:
+        """The losses of a pre-training run's train_log.jsonl (one JSON record per step, resumed runs included)."""
+        out = cls()
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+        total = max((r["step"] for r in records), default=0)
+        for r in records:
+            if r.get("loss") is not None:
+                out.add(phase, r["step"], total, r["loss"])
+        return out
 
     def write(self, out_dir: Path) -> dict[str, Path]:
         """curve.json and curve.png in `out_dir` ({} when nothing trained)."""
@@ -53,7 +69,7 @@ class LossLog:
                     color=ax.lines[-1].get_color())
             offset = steps[-1] if steps else offset
         ax.set_xlabel("step")
-        ax.set_ylabel("training loss (noise MSE)")
+        ax.set_ylabel("training loss")
         losses = [v for log in self.phases.values() for v in log["loss"] if v > 0]
         if losses and max(losses) > 10 * min(losses):  # log scale only where the loss spans a decade
             ax.set_yscale("log")

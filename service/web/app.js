@@ -79,6 +79,21 @@ async function showLearngene(id) {
     ul.appendChild(li);
   }
   box.appendChild(ul);
+  const pictures = document.createElement("div");
+  pictures.className = "pictures";
+  box.appendChild(pictures);
+  const width = (p) => (p.name === "curve.png" ? -1 : Number(p.name.replace(/\D/g, "")));
+  for (const p of [...lg.pictures].sort((a, b) => width(a) - width(b))) {
+    const fig = document.createElement("figure");
+    const img = document.createElement("img");
+    img.alt = p.name;
+    img.className = "learngene-picture";
+    img.src = await blobUrl(p.url);
+    const cap = document.createElement("figcaption");
+    cap.textContent = p.name === "curve.png" ? "pre-training loss" : "samples at width " + p.name.replace(/\D/g, "");
+    fig.append(img, cap);
+    pictures.appendChild(fig);
+  }
 }
 
 // The job form, from the OpenAPI schema of JobSpec
@@ -109,6 +124,7 @@ async function buildForm() {
         input.appendChild(opt);
       }
       if (p.default !== undefined) input.value = p.default;
+      if (name === "dataset" && lg && options.includes(lg.source_dataset)) input.value = lg.source_dataset;
     } else if (type === "boolean") {
       input = document.createElement("input");
       input.type = "checkbox";

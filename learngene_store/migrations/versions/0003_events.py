@@ -1,4 +1,5 @@
-"""Job events: status changes and progress per job, numbered (the SSE stream's event ids).
+"""Job events (status changes and progress per job, numbered: the SSE stream's event ids) and
+learngene files (training curve, sample grids per width).
 
 Revision ID: 0003_events
 Revises: 0002
@@ -25,7 +26,18 @@ def upgrade() -> None:
         sa.Column("data", sa.JSON, nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
     )
+    op.create_table(
+        "learngene_files",
+        sa.Column("learngene_id", sa.String(128), sa.ForeignKey("learngenes.id"), primary_key=True),
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("media_type", sa.String(128), nullable=False),
+        sa.Column("sha256", sa.String(64), nullable=False),
+        sa.Column("bytes", sa.Integer, nullable=False),
+    )
+    op.create_index("ix_learngene_files_sha256", "learngene_files", ["sha256"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_learngene_files_sha256", "learngene_files")
+    op.drop_table("learngene_files")
     op.drop_table("job_events")
