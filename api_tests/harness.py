@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -168,3 +170,37 @@ def base_env(home: Path, learngene: Path, **extra: str) -> dict[str, str]:
     })
     env.update(extra)
     return env
+
+
+@contextmanager
+def embedded_service(home: Path, learngene: Path, **extra: str) -> Iterator[Service]:
+    """`fine serve` in embedded mode (SQLite, local blobs, filesystem broker): API + its worker, one process tree."""
+    svc = Service(base_env(home, learngene, **extra), home)
+    code = f"from service.cli import serve; serve(api_only=False, host='127.0.0.1', port={svc.port})"
+    svc.api = Proc([sys.executable, "-c", code], svc.env, home / "serve.log")
+    try:
+        svc.wait_ready()
+        yield svc
+    finally:
+        svc.stop()
+
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+def chromium(downloads: Path | None = None, size: str = "1200,1500"):  # type: ignore[no-untyped-def]
+    """Debian's headless Chromium through its chromedriver (selenium); nothing is downloaded."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service as DriverService
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM  # type: ignore[assignment]
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                f"--window-size={size}", "--renderer-process-limit=1"):
+        opts.add_argument(arg)
+    if downloads is not None:
+        opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                               "download.prompt_for_download": False})
+    driver = webdriver.Chrome(service=DriverService(executable_path=CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(60)
+    return driver

@@ -7,7 +7,6 @@ import hashlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,21 +16,14 @@ import pytest
 from safetensors.numpy import load as load_safetensors
 
 from api_tests.conftest import TINY
-from api_tests.harness import Proc, Service, base_env
+from api_tests.harness import Service, embedded_service
 from api_tests.helpers import npz_bytes
 
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory, toy_learngene: Path) -> Iterator[Service]:
-    home = tmp_path_factory.mktemp("embedded")
-    svc = Service(base_env(home, toy_learngene, FINE_PARENT_EXIT_GRACE="3"), home)
-    code = f"from service.cli import serve; serve(api_only=False, host='127.0.0.1', port={svc.port})"
-    svc.api = Proc([sys.executable, "-c", code], svc.env, home / "serve.log")
-    try:
-        svc.wait_ready()
+    with embedded_service(tmp_path_factory.mktemp("embedded"), toy_learngene, FINE_PARENT_EXIT_GRACE="3") as svc:
         yield svc
-    finally:
-        svc.stop()
 
 
 def children(pid: int) -> list[int]:

@@ -25,6 +25,9 @@ def test_pretrain_then_descendant(service: Service, client: httpx.Client) -> Non
     assert lg_id.startswith("api-test-") and done["links"]["learngene"] == f"/v1/learngenes/{lg_id}"
     lg = client.get(f"/v1/learngenes/{lg_id}").json()
     assert lg["rank"] == 4 and lg["steps"] == 3 and lg["widths"] == [32, 64] and lg["source_dataset"] == "digits"
+    assert [p["name"] for p in lg["pictures"]] == ["curve.png"]  # its pre-training curve, drawn by the worker
+    curve = client.get(lg["pictures"][0]["url"])
+    assert curve.status_code == 200 and curve.content.startswith(b"\x89PNG")
     assert client.get("/v1/learngenes").json()[0]["id"] == lg_id  # newest: the default for new jobs
     assert [j["id"] for j in client.get("/v1/jobs", params={"kind": "pretrain"}).json()["items"]] == [job["id"]]
     child = client.post("/v1/jobs", json={**TINY, "learngene": lg_id, "sigma_steps": 2}).json()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from client import cli as client_cli
 from fine import cli as method_cli
 
 
@@ -21,8 +22,9 @@ def cmd_worker(_a: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """fine.cli's parser with the service's commands added."""
+    """fine.cli's parser with the service's commands and the HTTP client's commands added."""
     p, sub = method_cli.build_parser()
+    client_cli.add_commands(sub)
     sv = sub.add_parser("serve", help="run the service (API + embedded worker unless --api-only)")
     sv.add_argument("--api-only", action="store_true")
     sv.add_argument("--host", default="127.0.0.1")

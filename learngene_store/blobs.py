@@ -51,6 +51,9 @@ class BlobStore(Protocol):
 
     def exists(self, sha256: str) -> bool: ...
 
+    def delete(self, sha256: str) -> None:
+        """Remove a blob (no error when it is not there)."""
+
     def check(self) -> None:
         """Raise if the store cannot be used (readiness)."""
 
@@ -125,6 +128,9 @@ class LocalBlobStore:
     def exists(self, sha256: str) -> bool:
         return self._path(sha256).exists()
 
+    def delete(self, sha256: str) -> None:
+        self._path(sha256).unlink(missing_ok=True)
+
     def local_path(self, sha256: str) -> Path:
         path = self._path(sha256)
         if not path.exists():
@@ -184,6 +190,10 @@ class S3BlobStore:
             return True
         except ClientError:
             return False
+
+    def delete(self, sha256: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(sha256))
+        self.cache.delete(sha256)
 
     def local_path(self, sha256: str) -> Path:
         if not self.cache.exists(sha256):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from sqlalchemy.orm import Session
 from learngene_store.blobs import BlobStore
 from learngene_store.datasets import BUILTIN
 from learngene_store.learngene_meta import LearngeneMetaError, read_metadata
-from learngene_store.models import Dataset, Learngene
+from learngene_store.models import Dataset, Learngene, LearngeneFile
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,35 @@ def register_learngene(session: Session, store: BlobStore, path: Path, meta: dic
     return row
 
 
+PICTURE_NAME = re.compile(r"^(curve|samples_w\d{1,4})\.png$")
+
+
+def pictures_beside(path: Path) -> dict[str, Path]:
+    """A learngene file's pictures in its directory: loss_curve.png (as curve.png) and samples_w<width>.png."""
+    found = {"curve.png": path.parent / "loss_curve.png"}
+    found.update({p.name: p for p in path.parent.glob("samples_w*.png") if PICTURE_NAME.match(p.name)})
+    return {name: p for name, p in found.items() if p.is_file()}
+
+
+def attach_files(session: Session, store: BlobStore, learngene_id: str, files: dict[str, Path]) -> list[str]:
+    """Store pictures of a learngene set and list them in the registry; names it has already are kept."""
+    have = set(session.execute(select(LearngeneFile.name).where(LearngeneFile.learngene_id == learngene_id)).scalars())
+    added = []
+    for name, path in sorted(files.items()):
+        if name in have:
+            continue
+        sha, size = store.put_file(path)
+        media = "image/png" if name.endswith(".png") else "application/json"
+        session.add(LearngeneFile(learngene_id=learngene_id, name=name, media_type=media, sha256=sha, bytes=size))
+        added.append(name)
+    try:
+        session.commit()
+    except IntegrityError:  # a concurrent start-up attached them first
+        session.rollback()
+        return []
+    return added
+
+
 def register_default_learngene(session: Session, store: BlobStore, path: Path) -> Learngene | None:
     """Register the learngene set shipped in the repo, once; absent or already there is fine."""
     if not path.exists():
@@ -63,12 +93,14 @@ def register_default_learngene(session: Session, store: BlobStore, path: Path) -
         return None
     try:
         meta = read_metadata(path)
-        return register_learngene(session, store, path, meta)
+        lg = register_learngene(session, store, path, meta)
     except DuplicateLearngene as e:
-        return e.existing
+        lg = e.existing
     except (LearngeneMetaError, json.JSONDecodeError, OSError) as e:
         log.error("default learngene %s not registered: %s", path, e)
         return None
+    attach_files(session, store, lg.id, pictures_beside(path))
+    return lg
 
 
 def ensure_builtin_datasets(session: Session) -> None:

@@ -17,7 +17,10 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from learngene_store import events
 from learngene_store.models import FINAL_STATUSES, Checkpoint, CheckpointFile, Job, utcnow
+
+PROGRESS_KEYS = ("phase", "step", "total", "loss")
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,8 @@ def claim(session: Session, job_id: str, worker_id: str) -> Claim:
         .values(status="running", lease=lease, worker_id=worker_id, heartbeat_at=now, started_at=now,
                 attempts=Job.attempts + 1, phase="starting", error=None, updated_at=now)
     )
+    if res.rowcount == 1:
+        events.status(session, job_id, "running", worker=worker_id)
     session.commit()
     job = session.get(Job, job_id, populate_existing=True)
     if res.rowcount == 1:
@@ -49,13 +54,18 @@ def claim(session: Session, job_id: str, worker_id: str) -> Claim:
     return Claim(None, f"job is {job.status}" + (f" on {job.worker_id}" if job.status == "running" else ""))
 
 
-def beat(session: Session, job_id: str, lease: str, progress: dict[str, Any] | None) -> tuple[bool, bool]:
-    """Heartbeat (+ latest progress). Returns (still_owner, cancel_requested)."""
+def beat(session: Session, job_id: str, lease: str, progress: dict[str, Any] | None,
+         earlier: list[dict[str, Any]] | None = None) -> tuple[bool, bool]:
+    """Heartbeat (+ latest progress; `earlier`: snapshots since the last beat to log before it, e.g. the
+    last step of a phase that ended in between). Returns (still_owner, cancel_requested)."""
     values: dict[str, Any] = {"heartbeat_at": utcnow(), "updated_at": utcnow()}
     if progress:
         values.update(progress)
     res = session.execute(update(Job).where(Job.id == job_id, Job.lease == lease,
                                             Job.status == "running").values(**values))
+    if res.rowcount == 1:
+        for snapshot in [*(earlier or []), *([progress] if progress else [])]:
+            events.record(session, job_id, "progress", {k: snapshot[k] for k in PROGRESS_KEYS if k in snapshot})
     session.commit()
     if res.rowcount != 1:
         return False, False
@@ -69,6 +79,8 @@ def _finish(session: Session, job_id: str, lease: str, status: str, error: str |
         update(Job).where(Job.id == job_id, Job.lease == lease, Job.status == "running")
         .values(status=status, error=error, finished_at=now, updated_at=now, lease=None, heartbeat_at=now)
     )
+    if res.rowcount == 1:
+        events.status(session, job_id, status, error=error)
     session.commit()
     return res.rowcount == 1
 
@@ -100,11 +112,14 @@ def succeed(session: Session, job_id: str, lease: str, checkpoint: dict[str, Any
             session.rollback()
             return None
         if existing is not None:
+            events.status(session, job_id, "succeeded", checkpoint_id=existing.id)
             session.commit()
             return existing.id
         ckpt = Checkpoint(job_id=job_id, **checkpoint)
         ckpt.files = [CheckpointFile(**f) for f in files]
         session.add(ckpt)
+        session.flush()
+        events.status(session, job_id, "succeeded", checkpoint_id=ckpt.id)
         session.commit()
         return ckpt.id
     except IntegrityError:  # another attempt registered in between: keep that one
@@ -120,6 +135,8 @@ def succeed_pretrain(session: Session, job_id: str, lease: str, learngene_id: st
         .values(status="succeeded", finished_at=now, updated_at=now, lease=None, heartbeat_at=now, phase="done",
                 error=None, result_learngene_id=learngene_id)
     )
+    if res.rowcount == 1:
+        events.status(session, job_id, "succeeded", learngene_id=learngene_id)
     session.commit()
     return res.rowcount == 1
 
@@ -129,6 +146,8 @@ def cancel_queued(session: Session, job_id: str) -> bool:
     res = session.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
                           .values(status="canceled", cancel_requested=True, finished_at=now, updated_at=now,
                                   error="canceled on request"))
+    if res.rowcount == 1:
+        events.status(session, job_id, "canceled", error="canceled on request")
     session.commit()
     return res.rowcount == 1
 
@@ -136,8 +155,11 @@ def cancel_queued(session: Session, job_id: str) -> bool:
 def request_cancel(session: Session, job_id: str) -> Job | None:
     """Cancel a queued job at once; ask a running one to stop at its next step."""
     cancel_queued(session, job_id)
-    session.execute(update(Job).where(Job.id == job_id, Job.status == "running")
-                    .values(cancel_requested=True, updated_at=utcnow()))
+    res = session.execute(update(Job).where(Job.id == job_id, Job.status == "running",
+                                            Job.cancel_requested.is_(False))
+                          .values(cancel_requested=True, updated_at=utcnow()))
+    if res.rowcount == 1:
+        events.record(session, job_id, "cancel", {"cancel_requested": True})
     session.commit()
     return session.get(Job, job_id, populate_existing=True)
 
@@ -178,6 +200,7 @@ def reap(session: Session, heartbeat_timeout: float, max_attempts: int, dispatch
             bucket = requeued
         res = session.execute(update(Job).where(*guard).values(lease=None, updated_at=now, **values))
         if res.rowcount == 1:
+            events.status(session, job_id, values["status"], error=values["error"])
             bucket.append(job_id)
     session.commit()
     grace = now - timedelta(seconds=dispatch_grace)

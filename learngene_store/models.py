@@ -23,7 +23,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 JOB_KINDS = ("init", "pretrain")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
 FINAL_STATUSES = ("succeeded", "failed", "canceled")
-FILE_FORMATS = ("dense", "factored", "config", "samples", "metrics", "diffusers")
+FILE_FORMATS = ("dense", "factored", "config", "samples", "metrics", "diffusers", "curve", "losses")
 
 
 def utcnow() -> datetime:
@@ -168,3 +168,32 @@ class CheckpointFile(Base):
     bytes: Mapped[int] = mapped_column(Integer)
 
     checkpoint: Mapped[Checkpoint] = relationship(back_populates="files")
+
+
+class JobEvent(Base):
+    """One progress or status event of a job, numbered 1, 2, ... per job (the SSE event id).
+
+    Each is written in the transaction of the job-row UPDATE it reports, after that UPDATE has locked
+    the row, so a job's events commit in the order of their numbers: a reader resuming after number n
+    never misses an event that commits later with a smaller number.
+    """
+
+    __tablename__ = "job_events"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # status | progress
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LearngeneFile(Base):
+    """A picture or log beside a learngene set: its training curve, sample grids per width."""
+
+    __tablename__ = "learngene_files"
+
+    learngene_id: Mapped[str] = mapped_column(ForeignKey("learngenes.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)  # curve.png, samples_w64.png, ...
+    media_type: Mapped[str] = mapped_column(String(128))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    bytes: Mapped[int] = mapped_column(Integer)

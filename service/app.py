@@ -15,6 +15,7 @@ from learngene_store.catalog import ensure_builtin_datasets, register_default_le
 from learngene_store.db import migrate, session_factory
 from service import errors, metrics
 from service.api.main import api_router
+from service.api.routes.web import static_files
 from service.limits import JSON_LIMIT, MULTIPART_SLACK, BodyLimit
 from service.settings import ApiSettings, get_settings
 
@@ -60,6 +61,7 @@ def create_app(settings: ApiSettings | None = None, *, reaper: bool = True) -> F
     app.state.celery = make_celery(settings)
     errors.install(app)
     app.include_router(api_router)
+    app.mount("/web", static_files(), name="web")
     upload_limit = settings.max_upload_bytes + MULTIPART_SLACK
     app.add_middleware(BodyLimit, limit_for=lambda path: upload_limit if path in UPLOAD_PATHS else JSON_LIMIT)
     app.add_middleware(metrics.MetricsMiddleware)

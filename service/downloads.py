@@ -50,13 +50,14 @@ def _iter_file(path: Path, start: int, length: int) -> Iterator[bytes]:
             yield chunk
 
 
-def serve_blob(request: Request, path: Path, sha256: str, media_type: str, filename: str) -> Response:
+def serve_blob(request: Request, path: Path, sha256: str, media_type: str, filename: str,
+               inline: bool = False) -> Response:
     size = os.path.getsize(path)
     etag = f'"{sha256}"'
     headers = {
         "ETag": etag,
         "Accept-Ranges": "bytes",
-        "Content-Disposition": f'attachment; filename="{filename}"',
+        "Content-Disposition": f'{"inline" if inline else "attachment"}; filename="{filename}"',
         "Cache-Control": "public, max-age=31536000, immutable",  # content-addressed: never changes
         "Digest": f"sha-256={sha256}",
     }

@@ -1,6 +1,6 @@
 """`python -m service.run_default` (behind `make run`): start the embedded service, submit the
 default job (depth 6, width 128, 300 sigma steps on Fashion-MNIST), show its progress, download
-the checkpoint to ./out/ and stop the service."""
+the checkpoint to ./out/ and stop the service; all through the HTTP client (client/), as a user would."""
 
 from __future__ import annotations
 
@@ -14,12 +14,11 @@ import time
 from pathlib import Path
 
 import httpx
-from tqdm import tqdm
+
+from client import ApiError, Client
+from client.cli import ProgressBars
 
 DEFAULT_JOB = {"depth": 6, "hidden_size": 128, "dataset": "fashion-mnist", "method": "fine", "sigma_steps": 300}
-
-
-COUNTED_PHASES = ("sigma", "finetune", "eval")
 
 
 def _free_port() -> int:
@@ -34,13 +33,13 @@ def _start(port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT)
 
 
-def _wait_ready(client: httpx.Client, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+def _wait_ready(client: Client, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if proc.poll() is not None:
             raise SystemExit(f"the service exited with code {proc.returncode}; see var/serve.log")
         try:
-            if client.get("/readyz").status_code == 200:
+            if client.http.get("/readyz").status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -48,23 +47,15 @@ def _wait_ready(client: httpx.Client, proc: subprocess.Popen[bytes], timeout: fl
     raise SystemExit(f"the service was not ready after {timeout:.0f} s; see var/serve.log")
 
 
-def _fail(r: httpx.Response) -> SystemExit:
-    try:
-        detail = r.json().get("detail", r.text)
-    except ValueError:
-        detail = r.text
-    return SystemExit(f"{r.request.method} {r.request.url.path} -> {r.status_code}: {detail}")
-
-
 def run(out_dir: Path, job: dict) -> Path:
     Path(os.environ.get("FINE_HOME", "var")).mkdir(parents=True, exist_ok=True)
     port = _free_port()
     proc = _start(port)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    client = Client(f"http://127.0.0.1:{port}", timeout=60)
     try:
         print(f"starting the embedded service on http://127.0.0.1:{port} (logs: var/serve.log) ...")
         _wait_ready(client, proc)
-        learngenes = client.get("/v1/learngenes").json()
+        learngenes = client.learngenes()
         if not learngenes:
             raise SystemExit("no learngene set is registered: learngenes/default/learngene.safetensors is missing "
                              "(build one with `fine pretrain`, or register one with POST /v1/learngenes)")
@@ -72,16 +63,21 @@ def run(out_dir: Path, job: dict) -> Path:
         if job["hidden_size"] > lg["hidden_size"]:
             print(f"note: learngene {lg['id']} is {lg['hidden_size']} wide; using hidden_size {lg['hidden_size']}")
             job = {**job, "hidden_size": lg["hidden_size"]}
-        r = client.post("/v1/jobs", json=job)
-        if r.status_code != 202:
-            raise _fail(r)
-        job_id = r.json()["id"]
+        job_id = client.submit(job)["id"]
         print(f"job {job_id}: depth {job['depth']}, width {job['hidden_size']}, {job['dataset']}, "
               f"learngene {lg['id']}")
-        status = _follow(client, job_id)
+        t0 = time.monotonic()
+        bars = ProgressBars()
+        try:
+            status = client.wait(job_id, on_event=bars)
+        finally:
+            bars.close()
+        print(f"job {status['status']} in {time.monotonic() - t0:.1f} s")
         if status["status"] != "succeeded":
             raise SystemExit(f"job {job_id} {status['status']}: {status.get('error')}")
         return _download(client, status["checkpoint_id"], out_dir)
+    except ApiError as e:
+        raise SystemExit(f"error: {e}") from None
     finally:
         client.close()
         if proc.poll() is None:
@@ -92,43 +88,14 @@ def run(out_dir: Path, job: dict) -> Path:
                 proc.kill()
 
 
-def _follow(client: httpx.Client, job_id: str) -> dict:
-    bar: tqdm | None = None
-    phase = None
-    t0 = time.monotonic()
-    while True:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        p = job["progress"]
-        final = job["status"] in ("succeeded", "failed", "canceled")
-        if p["phase"] != phase and p["phase"] in COUNTED_PHASES and p["total"] and not final:
-            if bar is not None:
-                bar.close()
-            phase = p["phase"]
-            bar = tqdm(total=p["total"], desc=phase, unit="step", dynamic_ncols=True)
-        if bar is not None:
-            bar.n = min(p["step"], bar.total)
-            if p["loss"] is not None:
-                bar.set_postfix(loss=f"{p['loss']:.4f}", refresh=False)
-            bar.refresh()
-        if final:
-            if bar is not None:
-                bar.close()
-            print(f"job {job['status']} in {time.monotonic() - t0:.1f} s")
-            return job
-        time.sleep(0.5)
-
-
-def _download(client: httpx.Client, ckpt_id: str, out_dir: Path) -> Path:
-    ckpt = client.get(f"/v1/checkpoints/{ckpt_id}").json()
+def _download(client: Client, ckpt_id: str, out_dir: Path) -> Path:
+    """Every file of the checkpoint but the diffusers zip, each verified against its sha256."""
+    ckpt = client.checkpoint(ckpt_id)
     dest = out_dir / ckpt_id
     dest.mkdir(parents=True, exist_ok=True)
     for f in ckpt["files"]:
-        if f["format"] == "diffusers":
-            continue
-        r = client.get(f["url"])
-        if r.status_code != 200:
-            raise _fail(r)
-        (dest / f["filename"]).write_bytes(r.content)
+        if f["format"] != "diffusers":
+            client.download(ckpt_id, dest, f["format"])
     metrics = ", ".join(f"{k}={v:.4g}" for k, v in ckpt["metrics"].items() if isinstance(v, float))
     if metrics:
         print(f"metrics: {metrics}")

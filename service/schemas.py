@@ -102,9 +102,18 @@ class LearngeneOut(BaseModel):
     links: dict[str, str]
 
 
+class PictureOut(BaseModel):
+    name: str  # curve.png, samples_w64.png, ...
+    media_type: str
+    sha256: str
+    bytes: int
+    url: str
+
+
 class LearngeneDetail(LearngeneOut):
     meta: dict[str, Any]
     descendants: list[DescendantOut]
+    pictures: list[PictureOut] = Field(default_factory=list, description="training curve, sample grid per width")
 
 
 class DatasetOut(BaseModel):

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dispatch.broker import enqueue_job
+from learngene_store import events
 from learngene_store import jobs as job_states
 from learngene_store.models import Job
 from service.errors import Problem
@@ -57,6 +58,8 @@ def submit(session: Session, settings: ApiSettings, celery: Celery, response: Re
               step=0, attempts=0, cancel_requested=False, **build())
     session.add(job)
     try:
+        session.flush()
+        events.status(session, job.id, "queued")
         session.commit()
     except IntegrityError:  # the same key raced us: answer as a replay
         session.rollback()

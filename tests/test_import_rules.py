@@ -10,7 +10,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-OURS = ("fine", "fine_zoo", "service", "worker", "dispatch", "learngene_store", "bench", "tests", "api_tests")
+OURS = ("fine", "fine_zoo", "service", "worker", "dispatch", "learngene_store", "client", "bench", "tests", "api_tests")
 STDLIB_AND_PYDANTIC = "stdlib+pydantic"
 
 # importer (a module or a package, most specific first) -> what of ours it may import
@@ -20,14 +20,16 @@ RULES: list[tuple[str, tuple[str, ...]]] = [
     ("fine", ("fine",)),
     ("learngene_store", ("learngene_store", "fine.common")),
     ("dispatch", ("dispatch", "learngene_store")),
+    ("service.run_default", ("service", "client")),  # `make run`'s demo: a user of the API, through the client
     ("service", ("service", "dispatch", "learngene_store", "fine.spec", "fine.common")),
+    ("client", ("client", "fine.spec")),
     ("worker", ("worker", "dispatch", "learngene_store", "fine")),
     ("bench", ("bench", "fine")),
     ("fine_zoo", OURS),
     ("tests", OURS),
     ("api_tests", OURS),
 ]
-NO_TORCH = ("service", "dispatch", "learngene_store", "fine.spec", "fine.common")  # the API process never imports torch
+NO_TORCH = ("service", "dispatch", "learngene_store", "client", "fine.spec", "fine.common")  # the API process never imports torch
 THIRD_PARTY = {"fine.spec": ("pydantic",), "fine.common": ("numpy",)}  # all these two may import besides the stdlib
 
 

@@ -25,6 +25,7 @@ class Lease(threading.Thread):
         self.job_id = job_id
         self.lease = lease
         self._latest: dict[str, Any] | None = None
+        self._ended: list[dict[str, Any]] = []  # the last progress of each phase left since the last write
         self._lock = threading.Lock()
         self._stop_event = threading.Event()
         self.cancel_requested = False
@@ -32,12 +33,19 @@ class Lease(threading.Thread):
 
     def progress(self, phase: str, step: int, total: int, loss: float | None) -> None:
         with self._lock:
+            self._keep_phase_end(phase)
             self._latest = {"phase": phase, "step": int(step), "total": int(total),
                             "loss": None if loss is None else float(loss)}
 
     def set_phase(self, phase: str) -> None:
         with self._lock:
+            self._keep_phase_end(phase)
             self._latest = {**(self._latest or {}), "phase": phase}  # keeps the last counted step/total
+
+    def _keep_phase_end(self, phase: str) -> None:
+        """A phase that ends between two writes still gets its last step logged (under the lock)."""
+        if self._latest is not None and self._latest.get("phase") != phase:
+            self._ended.append(self._latest)
 
     def should_stop(self) -> bool:
         return self.cancel_requested or self.lost
@@ -45,12 +53,14 @@ class Lease(threading.Thread):
     def flush(self) -> None:
         with self._lock:
             latest, self._latest = self._latest, None
+            ended, self._ended = self._ended, []
         try:
             with session_factory(self.settings)() as session:
-                owner, cancel = job_states.beat(session, self.job_id, self.lease, latest)
+                owner, cancel = job_states.beat(session, self.job_id, self.lease, latest, ended)
         except Exception as e:  # a database hiccup must not kill the job; the next beat retries
             log.warning("heartbeat for %s failed: %s", self.job_id, e)
             with self._lock:
+                self._ended = ended + self._ended
                 if self._latest is None:
                     self._latest = latest
             return

@@ -18,6 +18,8 @@ MEDIA = {
     "samples": ("samples.png", "image/png"),
     "metrics": ("metrics.json", "application/json"),
     "diffusers": ("diffusers.zip", "application/zip"),
+    "curve": ("curve.png", "image/png"),
+    "losses": ("curve.json", "application/json"),
 }
 
 

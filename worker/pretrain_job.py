@@ -11,10 +11,11 @@ from pathlib import Path
 from fine.spec import PretrainSpec
 from learngene_store import jobs as job_states
 from learngene_store.blobs import BlobStore
-from learngene_store.catalog import DuplicateLearngene, register_learngene
+from learngene_store.catalog import DuplicateLearngene, attach_files, register_learngene
 from learngene_store.db import session_factory
 from learngene_store.learngene_meta import normalize
 from learngene_store.models import Job
+from worker.curves import LossLog
 from worker.inputs import dataset_name
 from worker.lease import Lease
 from worker.settings import WorkerSettings
@@ -67,6 +68,9 @@ def execute_pretrain(settings: WorkerSettings, job: Job, work: Path, store: Blob
             lg_id = register_learngene(session, store, path, meta, owner=job.owner).id
         except DuplicateLearngene as e:
             lg_id = e.existing.id
+        curve = LossLog.from_train_log(work / "run" / "train_log.jsonl").write(work / "pictures").get("curve")
+        if curve is not None:
+            attach_files(session, store, lg_id, {"curve.png": curve})
     lease.stop()
     with Session() as session:
         if not job_states.succeed_pretrain(session, job.id, lease.lease, lg_id):

@@ -15,6 +15,7 @@ from learngene_store import jobs as job_states
 from learngene_store.blobs import make_blob_store
 from learngene_store.db import session_factory
 from learngene_store.models import Job
+from worker.curves import LossLog
 from worker.inputs import dataset_name, learngene_file
 from worker.lease import Lease
 from worker.outputs import export_diffusers_zip, store_files
@@ -99,12 +100,13 @@ def _execute_init(settings: WorkerSettings, job: Job, work: Path, store, lease: 
     # the dataset loads from here.
     stored = {k: v for k, v in job.spec.items() if k in JobSpec.model_fields}
     spec = JobSpec.model_validate({**stored, "dataset": dataset})
-    result = init_descendant(spec, lg_path, out_dir=work / "out", progress=lease.progress,
+    losses = LossLog()
+    result = init_descendant(spec, lg_path, out_dir=work / "out", progress=losses.wrap(lease.progress),
                              should_stop=lease.should_stop)
     if lease.should_stop():
         raise JobCanceled("canceled after training")
     lease.set_phase("saving")
-    files = dict(result.files)
+    files = {**result.files, **losses.write(work / "out")}
     zipped = export_diffusers_zip(Path(files["dense"]).parent)
     if zipped is not None:
         files["diffusers"] = zipped

@@ -9,6 +9,7 @@ from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from sqlalchemy import select
 
 from fine.common import DatasetError
+from learngene_store.collect import delete_dataset, jobs_using
 from learngene_store.datasets import validate_npz
 from learngene_store.models import Dataset
 from service.deps import OwnerDep, SessionDep, SettingsDep, StoreDep
@@ -68,3 +69,21 @@ def upload_dataset(request: Request, response: Response, session: SessionDep, st
     session.commit()
     response.headers["Location"] = f"/v1/datasets/{d.id}"
     return _out(d)
+
+
+@router.delete("/{dataset_id}", status_code=204, response_class=Response, responses={403: {}, 404: {}, 409: {}})
+def delete(dataset_id: str, session: SessionDep, store: StoreDep, owner: OwnerDep) -> Response:
+    """Delete one of your uploads (not while a queued or running job trains on it); its blob goes too
+    unless another upload holds the same bytes. Checkpoints trained on it stay."""
+    d = session.get(Dataset, dataset_id)
+    if d is None or (d.kind == "upload" and d.owner != owner):
+        raise Problem(404, f"no dataset {dataset_id!r} of yours; list them with GET /v1/datasets",
+                      type_="dataset-not-found")
+    if d.kind != "upload":
+        raise Problem(403, f"{dataset_id} is a built-in dataset; only uploads can be deleted", type_="builtin-dataset")
+    busy = jobs_using(session, dataset_id)
+    if busy:
+        raise Problem(409, f"{dataset_id} is in use by unfinished job(s) {', '.join(busy)}; cancel them or wait "
+                           "until they end", type_="dataset-in-use")
+    delete_dataset(session, store, d)
+    return Response(status_code=204)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 from typing import Annotated, Literal
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 
 from fine.spec import JobSpec
 from learngene_store import jobs as job_states
@@ -15,7 +14,7 @@ from learngene_store.models import Job
 from service.deps import CeleryDep, JsonBody, OwnerDep, SessionDep, SettingsDep
 from service.errors import Problem
 from service.jobs_view import job_out
-from service.pagination import decode_cursor, encode_cursor
+from service.pagination import newest_first
 from service.schemas import JobOut, Page, Status
 from service.submit import submit
 from service.validation import validate_spec
@@ -64,15 +63,8 @@ def list_jobs(session: SessionDep, request: Request, response: Response,
                        (Job.method, method)):
         if value is not None:
             q = q.where(col == value)
-    if cursor:
-        ts, last_id = decode_cursor(cursor)
-        q = q.where(or_(Job.created_at < ts, and_(Job.created_at == ts, Job.id < last_id)))
-    rows = list(session.execute(q.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)).scalars())
-    next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
-    if next_cursor:
-        query = urlencode({**request.query_params, "cursor": next_cursor, "limit": limit})
-        response.headers["Link"] = f'</v1/jobs?{query}>; rel="next"'
-    return Page[JobOut](items=[job_out(j) for j in rows[:limit]], next_cursor=next_cursor)
+    rows, next_cursor = newest_first(session, q, Job, request, response, cursor, limit)
+    return Page[JobOut](items=[job_out(j) for j in rows], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobOut)

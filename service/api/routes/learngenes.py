@@ -20,12 +20,12 @@ from fine.spec import PretrainSpec
 from learngene_store.blobs import BlobCorrupt, BlobMissing, BlobStore
 from learngene_store.catalog import DuplicateLearngene, register_learngene
 from learngene_store.learngene_meta import LearngeneMetaError, normalize, read_safetensors_header
-from learngene_store.models import Checkpoint, Learngene
+from learngene_store.models import Checkpoint, Learngene, LearngeneFile
 from service.deps import CeleryDep, OwnerDep, SessionDep, SettingsDep, StoreDep
 from service.downloads import serve_blob
 from service.errors import Problem
 from service.jobs_view import job_out
-from service.schemas import DescendantOut, LearngeneDetail, LearngeneOut
+from service.schemas import DescendantOut, LearngeneDetail, LearngeneOut, PictureOut
 from service.settings import ApiSettings
 from service.submit import submit
 from service.uploads import spooled
@@ -66,7 +66,32 @@ def get_learngene(lg_id: str, session: SessionDep) -> LearngeneDetail:
                            .order_by(Checkpoint.created_at.desc()).limit(500)).scalars().all()
     desc = [DescendantOut(checkpoint_id=c.id, job_id=c.job_id, depth=c.depth, hidden_size=c.hidden_size,
                           dataset=c.dataset, method=c.method, created_at=c.created_at) for c in rows]
-    return LearngeneDetail(**_summary(lg, len(desc)), meta=lg.meta, descendants=desc)
+    pictures = [PictureOut(name=f.name, media_type=f.media_type, sha256=f.sha256, bytes=f.bytes,
+                           url=f"/v1/learngenes/{lg.id}/pictures/{f.name}") for f in _pictures(session, lg.id)]
+    return LearngeneDetail(**_summary(lg, len(desc)), meta=lg.meta, descendants=desc, pictures=pictures)
+
+
+def _pictures(session: Session, lg_id: str) -> list[LearngeneFile]:
+    return list(session.execute(select(LearngeneFile).where(LearngeneFile.learngene_id == lg_id)
+                                .order_by(LearngeneFile.name)).scalars())
+
+
+@router.head("/{lg_id}/pictures/{name}", include_in_schema=False)
+@router.get("/{lg_id}/pictures/{name}", response_class=Response,
+            responses={200: {"content": {"image/png": {}}}, 304: {}, 404: {}})
+def learngene_picture(lg_id: str, name: str, request: Request, session: SessionDep, store: StoreDep) -> Response:
+    """A picture of the set (`curve.png`: its pre-training loss; `samples_w<width>.png`: samples at each
+    offered width), inline; `ETag` = sha256."""
+    _get(session, lg_id)
+    f = next((p for p in _pictures(session, lg_id) if p.name == name), None)
+    if f is None:
+        have = ", ".join(p.name for p in _pictures(session, lg_id)) or "none"
+        raise Problem(404, f"learngene {lg_id} has no picture {name!r}; it has: {have}", type_="picture-not-found")
+    try:
+        path = store.local_path(f.sha256)
+    except (BlobCorrupt, BlobMissing) as e:
+        raise Problem(503, str(e), type_="blob-unavailable") from None
+    return serve_blob(request, path, f.sha256, f.media_type, f.name, inline=True)
 
 
 @router.head("/{lg_id}/file", include_in_schema=False)

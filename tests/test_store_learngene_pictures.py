@@ -1,0 +1,33 @@
+"""A learngene set's pictures (curve, sample grid per width) are registered with it and kept while used."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from fine_zoo.settings import Settings
+from learngene_store.blobs import LocalBlobStore
+from learngene_store.catalog import register_default_learngene
+from learngene_store.collect import referenced
+from learngene_store.db import migrate, session_factory
+from learngene_store.models import LearngeneFile
+
+
+def test_pictures_beside_the_default_learngene_are_registered_once(tmp_path: Path, toy_learngene_dir: Path) -> None:
+    shipped = tmp_path / "shipped"
+    shutil.copytree(toy_learngene_dir, shipped)
+    (shipped / "loss_curve.png").write_bytes(b"\x89PNG curve")
+    (shipped / "samples_w32.png").write_bytes(b"\x89PNG w32")
+    (shipped / "samples_wide.png").write_bytes(b"not a width")  # not a picture name we serve
+    settings = Settings(home=tmp_path / "home")
+    migrate(settings)
+    store = LocalBlobStore(tmp_path / "blobs")
+    with session_factory(settings)() as s:
+        lg = register_default_learngene(s, store, shipped / "learngene.safetensors")
+        assert lg is not None
+        again = register_default_learngene(s, store, shipped / "learngene.safetensors")  # the next start-up
+        assert again is not None and again.id == lg.id
+        rows = s.query(LearngeneFile).order_by(LearngeneFile.name).all()
+        assert [(r.name, r.media_type) for r in rows] == [("curve.png", "image/png"), ("samples_w32.png", "image/png")]
+        assert store.local_path(rows[0].sha256).read_bytes() == b"\x89PNG curve"
+        assert referenced(s, rows[0].sha256)
