@@ -109,7 +109,8 @@ def test_upload_valid_dataset(client: httpx.Client) -> None:
     assert r.headers["location"] == f"/v1/datasets/{d['id']}"
     assert d["id"] in [x["id"] for x in client.get("/v1/datasets").json()]
     builtin = {x["id"] for x in client.get("/v1/datasets").json() if x["kind"] == "builtin"}
-    assert builtin == {"fashion-mnist", "mnist-5k", "digits"}
+    assert builtin == {"fashion-mnist", "mnist-5k", "digits", "colour-fashion-mnist", "colour-mnist-5k",
+                       "colour-digits"}  # stale on main since the colour merge
     again = upload(client, npz_bytes(n=40, side=8, classes=4, seed=1))
     assert again.status_code == 200 and again.json()["id"] == d["id"]
     # a class filter on an upload is checked against its labels

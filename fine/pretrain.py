@@ -142,7 +142,10 @@ def pretrain(
         fit(model.parameters(), loss_fn, pcfg.steps, optim, "pretrain", progress,
             should_stop=lambda: paused[0], optimizer=opt, start_step=start, after_step=after_step)
     except JobCanceled:
-        pass  # paused at the deadline, state saved by the last after_step
+        if not paused[0]:  # a cancel from `progress`, not the deadline pause: the caller's to handle
+            log.close()
+            raise
+        # paused at the deadline, state saved by the last after_step
     log.close()
     if start >= pcfg.steps:
         checkpoint(start)

@@ -20,6 +20,28 @@ def cmd_worker(_a: argparse.Namespace) -> None:
     main([])
 
 
+def cmd_users(a: argparse.Namespace) -> None:
+    """`fine users add NAME [--admin]` (prints the key once) and `fine users revoke NAME`."""
+    from learngene_store.accounts import AccountError, add_user, revoke_user
+    from learngene_store.db import migrate, session_factory
+    from service.settings import get_settings
+
+    settings = get_settings()
+    migrate(settings)
+    with session_factory(settings)() as session:
+        try:
+            if a.users_command == "add":
+                key = add_user(session, a.name, admin=a.admin)
+                print(key)
+                print(f"user {a.name}{' (admin)' if a.admin else ''} created; the key above is shown only once",
+                      file=sys.stderr)
+            else:
+                revoke_user(session, a.name)
+                print(f"user {a.name}: key revoked", file=sys.stderr)
+        except AccountError as e:
+            raise ValueError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """fine.cli's parser with the service's commands added."""
     p, sub = method_cli.build_parser()
@@ -30,6 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     sv.set_defaults(func=cmd_serve)
     wk = sub.add_parser("worker", help="run a Celery worker on the gpu queue")
     wk.set_defaults(func=cmd_worker)
+    us = sub.add_parser("users", help="accounts of the service's database (DATABASE_URL / FINE_HOME)")
+    us_sub = us.add_subparsers(dest="users_command", required=True)
+    add = us_sub.add_parser("add", help="create a user and print its API key (once)")
+    add.add_argument("name")
+    add.add_argument("--admin", action="store_true", help="may register public learngenes and move aliases")
+    add.set_defaults(func=cmd_users)
+    rv = us_sub.add_parser("revoke", help="revoke a user's API key")
+    rv.add_argument("name")
+    rv.set_defaults(func=cmd_users)
     return p
 
 

@@ -55,7 +55,10 @@ def test_upgrade_keeps_rows(settings: Settings) -> None:
     with engine.connect() as conn:
         assert conn.execute(text("SELECT kind, learngene_id FROM jobs")).one() == ("init", "lg")
         assert conn.execute(text("SELECT job_id FROM checkpoints")).scalar() == "job_1"
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003_accounts"
+        # rows from before accounts: visible to all (public), and the newest is the `default` alias target
+        assert conn.execute(text("SELECT public FROM learngenes")).scalar() in (True, 1)
+        assert conn.execute(text("SELECT learngene_id FROM aliases WHERE name = 'default'")).scalar() == "lg"
     # and back down, and up again
     downgrade(settings, "0001")
     with engine.connect() as conn:

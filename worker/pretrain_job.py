@@ -64,7 +64,8 @@ def execute_pretrain(settings: WorkerSettings, job: Job, work: Path, store: Blob
     meta = normalize(read_learngene_metadata(path), path.name)
     with Session() as session:
         try:
-            lg_id = register_learngene(session, store, path, meta, owner=job.owner).id
+            lg_id = register_learngene(session, store, path, meta, owner=job.owner,
+                                       public=bool(spec.get("public", False))).id
         except DuplicateLearngene as e:
             lg_id = e.existing.id
     lease.stop()

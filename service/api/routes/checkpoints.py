@@ -8,8 +8,9 @@ from fastapi import APIRouter, Request, Response
 from sqlalchemy import select
 
 from learngene_store.blobs import BlobCorrupt, BlobMissing
-from learngene_store.models import Checkpoint
-from service.deps import SessionDep, StoreDep
+from learngene_store.models import Checkpoint, User
+from service.access import owns
+from service.deps import CheckpointId, CurrentUser, SessionDep, StoreDep
 from service.downloads import serve_blob
 from service.errors import Problem
 from service.schemas import CheckpointOut, FileOut
@@ -18,9 +19,9 @@ router = APIRouter(prefix="/v1/checkpoints", tags=["checkpoints"])
 Format = Literal["dense", "factored", "diffusers", "samples", "config", "metrics"]
 
 
-def _get(session: SessionDep, ckpt_id: str) -> Checkpoint:
+def _get(session: SessionDep, user: User, ckpt_id: str) -> Checkpoint:
     ckpt = session.execute(select(Checkpoint).where(Checkpoint.id == ckpt_id)).scalar_one_or_none()
-    if ckpt is None:
+    if ckpt is None or not owns(user, ckpt.owner):
         raise Problem(404, f"no checkpoint {ckpt_id!r}; a succeeded job links its checkpoint_id",
                       type_="checkpoint-not-found")
     return ckpt
@@ -36,17 +37,17 @@ def checkpoint_out(ckpt: Checkpoint) -> CheckpointOut:
 
 
 @router.get("/{ckpt_id}", response_model=CheckpointOut)
-def get_checkpoint(ckpt_id: str, session: SessionDep) -> CheckpointOut:
-    return checkpoint_out(_get(session, ckpt_id))
+def get_checkpoint(ckpt_id: CheckpointId, session: SessionDep, user: CurrentUser) -> CheckpointOut:
+    return checkpoint_out(_get(session, user, ckpt_id))
 
 
 @router.head("/{ckpt_id}/file", include_in_schema=False)
 @router.get("/{ckpt_id}/file", response_class=Response,
             responses={200: {"content": {"application/octet-stream": {}}}, 206: {}, 304: {}, 409: {}, 416: {}})
-def download(ckpt_id: str, request: Request, session: SessionDep, store: StoreDep,
+def download(ckpt_id: CheckpointId, request: Request, session: SessionDep, store: StoreDep, user: CurrentUser,
              format: Format = "dense") -> Response:
     """The checkpoint file; `ETag` is its sha256, `Range` resumes a partial download."""
-    ckpt = _get(session, ckpt_id)
+    ckpt = _get(session, user, ckpt_id)
     f = ckpt.file(format)
     if f is None:
         have = ", ".join(sorted(x.format for x in ckpt.files))
