@@ -14,6 +14,9 @@ from learngene_store.db import migrate, session_factory
 from learngene_store.models import Checkpoint, Job, Learngene
 from worker.runner import run_job
 
+SPEC = {"depth": 2, "hidden_size": 32, "method": "fine", "sigma_steps": 2, "subset_size": 32, "finetune_steps": 0,
+        "seed": 0, "train_bias": True, "batch_size": 8, "eval_images": 0, "sample_steps": 2}
+
 
 def test_run_job_once_and_only_once(tmp_path: Path, toy_learngene_dir: Path) -> None:
     settings = Settings(home=tmp_path, heartbeat_interval=0.2, torch_threads=1)
@@ -23,9 +26,7 @@ def test_run_job_once_and_only_once(tmp_path: Path, toy_learngene_dir: Path) -> 
         ensure_builtin_datasets(s)
         lg = register_default_learngene(s, store, toy_learngene_dir / "learngene.safetensors")
         assert lg is not None
-        spec = {"depth": 2, "hidden_size": 32, "method": "fine", "sigma_steps": 2, "subset_size": 32,
-                "finetune_steps": 0, "seed": 0, "train_bias": True, "batch_size": 8, "eval_images": 0,
-                "sample_steps": 2}
+        spec = SPEC
         job = Job(request_hash="h", spec=spec, learngene_id=lg.id, dataset="digits:0-3", method="fine")
         s.add(job)
         s.commit()
@@ -75,3 +76,21 @@ def test_pretrain_job_registers_a_learngene(tmp_path: Path) -> None:
         assert lg is not None and lg.rank == 4 and lg.widths == [32, 64] and lg.steps == 3
         assert make_blob_store(settings).local_path(lg.sha256).stat().st_size == lg.bytes
     assert not (tmp_path / "work" / f"pretrain-{job_id}").exists()
+
+
+
+def test_wall_clock_limit_fails_the_job(tmp_path: Path, toy_learngene_dir: Path) -> None:
+    settings = Settings(home=tmp_path, heartbeat_interval=0.2, torch_threads=1, max_job_seconds=2)
+    migrate(settings)
+    with session_factory(settings)() as s:
+        ensure_builtin_datasets(s)
+        lg = register_default_learngene(s, make_blob_store(settings), toy_learngene_dir / "learngene.safetensors")
+        job = Job(request_hash="h", spec={**SPEC, "sigma_steps": 20000}, learngene_id=lg.id, dataset="digits",
+                  method="fine")
+        s.add(job)
+        s.commit()
+        job_id = job.id
+    assert run_job(settings, job_id) == "failed: wall-clock limit"
+    with session_factory(settings)() as s:
+        failed = s.get(Job, job_id)
+        assert failed.status == "failed" and "wall-clock limit of 2 s" in failed.error and failed.step < 20000
