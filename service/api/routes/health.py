@@ -47,7 +47,8 @@ def readyz(request: Request, session: SessionDep, celery: CeleryDep, store: Stor
     return JSONResponse({"status": "ready", "checks": checks})
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}})
 def metrics(session: SessionDep) -> Response:
     """Prometheus metrics; with the database down the job gauges keep their last values."""
     try:
