@@ -42,6 +42,22 @@ def cmd_users(a: argparse.Namespace) -> None:
             raise ValueError(str(e)) from None
 
 
+def cmd_gc(a: argparse.Namespace) -> None:
+    """`fine gc`: delete blobs no registry row names (older than --grace seconds)."""
+    from learngene_store.blobs import make_blob_store
+    from learngene_store.db import migrate, session_factory
+    from learngene_store.gc import collect_orphans
+    from service.settings import get_settings
+
+    settings = get_settings()
+    migrate(settings)
+    with session_factory(settings)() as session:
+        done = collect_orphans(session, make_blob_store(settings), a.grace, a.dry_run)
+    verb = "would delete" if a.dry_run else "deleted"
+    print(f"{verb} {len(done.deleted)} orphaned blobs; kept {done.kept} referenced and {done.young} younger than "
+          f"{a.grace:g} s")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """fine.cli's parser with the service's commands added."""
     p, sub = method_cli.build_parser()
@@ -61,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     rv = us_sub.add_parser("revoke", help="revoke a user's API key")
     rv.add_argument("name")
     rv.set_defaults(func=cmd_users)
+    gc = sub.add_parser("gc", help="delete blobs that no dataset, learngene or checkpoint names")
+    gc.add_argument("--grace", type=float, default=3600.0, help="keep unreferenced blobs younger than this (s)")
+    gc.add_argument("--dry-run", action="store_true")
+    gc.set_defaults(func=cmd_gc)
     return p
 
 
