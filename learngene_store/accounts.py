@@ -70,11 +70,10 @@ def ensure_local_admin(session: Session, key_file: Path) -> None:
     """Embedded mode's first start: an admin user whose key is written to `key_file` (mode 0600)."""
     if key_file.exists() and authenticate(session, key_file.read_text().strip()) is not None:
         return
-    name = LOCAL_ADMIN
-    while session.get(User, name) is not None:  # the file was lost: a new admin, the old one revoked
-        revoke_user(session, name)
-        name = f"{LOCAL_ADMIN}-{secrets.token_hex(3)}"
-    key = add_user(session, name, admin=True)
+    try:
+        key = add_user(session, LOCAL_ADMIN, admin=True)
+    except AccountError:  # taken (the file was lost, or another process started first): another admin
+        key = add_user(session, f"{LOCAL_ADMIN}-{secrets.token_hex(3)}", admin=True)
     key_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = key_file.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -123,3 +123,23 @@ def test_over_long_spec_strings_are_422(app: TestClient, settings: Settings, fie
     admin = {"Authorization": f"Bearer {settings.admin_key_file.read_text().strip()}"}
     body = _problem(app.post("/v1/jobs", json={**JOB, field: value}, headers=admin), 422)
     assert body["errors"][0]["field"] == field
+
+
+def test_local_admin_key_file(tmp_path: Path) -> None:
+    from learngene_store.accounts import authenticate, ensure_local_admin
+    from learngene_store.db import migrate
+
+    settings = Settings(home=tmp_path)
+    migrate(settings)
+    key_file = settings.admin_key_file
+    with session_factory(settings)() as s:
+        ensure_local_admin(s, key_file)
+        key = key_file.read_text().strip()
+        assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+        ensure_local_admin(s, key_file)
+        assert key_file.read_text().strip() == key  # kept while valid
+        key_file.unlink()
+        ensure_local_admin(s, key_file)  # lost: a second admin, the first one untouched
+        second = authenticate(s, key_file.read_text().strip())
+        assert second is not None and second.is_admin and second.name.startswith("admin-")
+        assert authenticate(s, key).name == "admin"
