@@ -1,4 +1,5 @@
-"""Collecting orphaned blobs: stored bytes that no registry row (dataset, learngene, checkpoint file) names.
+"""Collecting orphaned blobs: stored bytes no registry row (dataset, learngene, checkpoint file, a
+pre-training job's saved state) names.
 
 A blob is written before the row that names it commits (and a failed request or a killed worker may never
 write that row), so only blobs older than a grace period are collected; putting a blob again makes it young.
@@ -12,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from learngene_store.blobs import BlobStore
-from learngene_store.models import CheckpointFile, Dataset, Learngene
+from learngene_store.models import CheckpointFile, Dataset, Job, Learngene
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class Collected:
 def referenced(session: Session) -> set[str]:
     """Every sha256 a registry row points at."""
     shas: set[str] = set()
-    for column in (Dataset.sha256, Learngene.sha256, CheckpointFile.sha256):
+    for column in (Dataset.sha256, Learngene.sha256, CheckpointFile.sha256, Job.resume_sha):
         shas.update(x for x in session.execute(select(column)).scalars() if x)
     return shas
 

@@ -123,8 +123,16 @@ def succeed_pretrain(session: Session, job_id: str, lease: str, learngene_id: st
     res = session.execute(
         update(Job).where(Job.id == job_id, Job.lease == lease, Job.status == "running")
         .values(status="succeeded", finished_at=now, updated_at=now, lease=None, heartbeat_at=now, phase="done",
-                error=None, result_learngene_id=learngene_id)
+                error=None, result_learngene_id=learngene_id, resume_sha=None)
     )
+    session.commit()
+    return res.rowcount == 1
+
+
+def save_resume(session: Session, job_id: str, lease: str, sha256: str) -> bool:
+    """Record the blob of a running pre-training job's latest state (only while this attempt owns it)."""
+    res = session.execute(update(Job).where(Job.id == job_id, Job.lease == lease, Job.status == "running")
+                          .values(resume_sha=sha256))
     session.commit()
     return res.rowcount == 1
 

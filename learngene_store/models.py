@@ -109,6 +109,7 @@ class Job(Base):
     dataset: Mapped[str] = mapped_column(String(256), index=True)
     method: Mapped[str] = mapped_column(String(32), index=True)  # "pretrain" for pre-training jobs
     result_learngene_id: Mapped[str | None] = mapped_column(String(128))  # what a pretrain job registered
+    resume_sha: Mapped[str | None] = mapped_column(String(64))  # blob of a pre-training run's latest state
 
     status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     phase: Mapped[str | None] = mapped_column(String(32))

@@ -1,4 +1,5 @@
-"""Accounts: users (hashed API keys), aliases (`default` → learngene), public learngenes, jobs.progress_at.
+"""Accounts: users (hashed API keys), aliases (`default` → learngene), public learngenes; jobs.progress_at
+(hung-job detection) and jobs.resume_sha (a pre-training run's state in the blob store).
 
 Existing learngenes were visible to everyone before accounts existed: they become public, and
 the newest of them becomes the `default` alias target (what "default" meant until now).
@@ -39,6 +40,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("public", sa.Boolean, nullable=False, server_default=sa.false()))
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("progress_at", UTCDateTime(), nullable=True))
+        batch.add_column(sa.Column("resume_sha", sa.String(64), nullable=True))
     op.execute(sa.text("UPDATE learngenes SET public = :t").bindparams(t=True))
     op.execute(sa.text(
         "INSERT INTO aliases (name, learngene_id, updated_by, updated_at) "
@@ -47,6 +49,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("resume_sha")
         batch.drop_column("progress_at")
     with op.batch_alter_table("learngenes") as batch:
         batch.drop_column("public")
