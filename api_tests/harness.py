@@ -124,12 +124,33 @@ class Service:
             try:
                 r = self.client.get("/readyz")
                 if r.status_code == 200:
+                    self.client.headers["Authorization"] = f"Bearer {self.admin_key()}"
                     return
                 last = r.text
             except httpx.TransportError as e:
                 last = str(e)
             time.sleep(0.2)
         raise RuntimeError(f"API not ready after {timeout}s: {last}\n{self.api.tail() if self.api else ''}")
+
+    def admin_key(self) -> str:
+        """The admin key the API wrote to $FINE_HOME/admin.key on its first start."""
+        return (self.home / "admin.key").read_text().strip()
+
+    def users(self, *args: str) -> str:
+        """Run `fine users ARGS` against this service's database; returns what it printed."""
+        r = subprocess.run([sys.executable, "-m", "fine_zoo", "users", *args], env=self.env, cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+    def add_user(self, name: str, admin: bool = False) -> str:
+        """`fine users add NAME [--admin]`; returns the key it printed."""
+        return self.users("add", name, *(["--admin"] if admin else []))
+
+    def client_for(self, key: str | None) -> httpx.Client:
+        """A client sending `key` (None: no Authorization header)."""
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.base, timeout=30, headers=headers)
 
     def stop(self) -> None:
         self.client.close()
@@ -166,6 +187,7 @@ def base_env(home: Path, learngene: Path, **extra: str) -> dict[str, str]:
         "FINE_MAX_ATTEMPTS": "2",
         "FINE_MAX_UPLOAD_BYTES": str(512 * 1024),
         "FINE_TORCH_THREADS": "1",
+        "FINE_BOOTSTRAP_ADMIN": "1",  # every mode writes $FINE_HOME/admin.key on first start
         "PYTHONUNBUFFERED": "1",
     })
     env.update(extra)

@@ -69,7 +69,7 @@ def test_cli_errors_are_one_line_from_the_problem_detail(served: Service) -> Non
 
 
 def test_a_download_interrupted_is_resumed_and_verified(served: Service, tmp_path: Path) -> None:
-    c = Client(served.base)
+    c = Client(served.base, served.admin_key())
     job = c.wait(c.submit({**TINY, "hidden_size": 32, "seed": 7})["id"])
     assert job["status"] == "succeeded", job
     whole = served.client.get(f"/v1/checkpoints/{job['checkpoint_id']}/file").content

@@ -12,7 +12,7 @@ from client import Client, parse_events
 
 
 def test_events_arrive_in_order_and_a_reconnect_misses_none(service: Service) -> None:
-    c = Client(service.base)
+    c = Client(service.base, service.admin_key())
     job = c.submit({**TINY, "sigma_steps": 40, "seed": 101})
     first: list = []
     for event in c.events(job["id"]):  # read until training reports, then drop the stream
@@ -34,7 +34,8 @@ def test_events_arrive_in_order_and_a_reconnect_misses_none(service: Service) ->
     # the whole log again, from the start and through the Last-Event-ID header: the same events
     assert [(e.id, e.event, e.data) for e in c.events(job["id"])][:-1] == [(e.id, e.event, e.data) for e in log]
     with httpx.stream("GET", f"{service.base}/v1/jobs/{job['id']}/events",
-                      headers={"Last-Event-ID": str(len(log) - 1)}, timeout=30) as r:
+                      headers={"Last-Event-ID": str(len(log) - 1), "Authorization": f"Bearer {service.admin_key()}"},
+                      timeout=30) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         tail = list(parse_events(r.iter_lines()))
     assert [(e.id, e.event) for e in tail] == [(len(log), "status"), (None, "end")]
@@ -55,7 +56,7 @@ def test_events_arrive_in_order_and_a_reconnect_misses_none(service: Service) ->
 
 
 def test_events_are_live_and_a_cancel_shows_in_them(service: Service) -> None:
-    c = Client(service.base)
+    c = Client(service.base, service.admin_key())
     job = c.submit({**TINY, "sigma_steps": 20000, "seed": 102})
     stream = c.events(job["id"])
     for event in stream:

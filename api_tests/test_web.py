@@ -47,6 +47,9 @@ def test_the_page_browses_submits_watches_and_shows_pictures(service: Service, b
 
     wait = WebDriverWait(browser, 30)
     browser.get(service.base + "/")
+    # Log in as a user does: the key goes into the page's key box (kept in localStorage, sent as Bearer).
+    browser.find_element(By.ID, "api-key").send_keys(service.admin_key())
+    browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
     learngene = service.client.get("/v1/learngenes").json()[0]
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f"#learngene-table tr[data-id='{learngene['id']}']")))
     row = browser.find_element(By.CSS_SELECTOR, f"#learngene-table tr[data-id='{learngene['id']}']").text

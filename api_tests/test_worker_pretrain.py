@@ -42,7 +42,7 @@ def test_pretrain_cancel_and_validation(service: Service, client: httpx.Client) 
     service.wait_job(long["id"], lambda j: j["status"] == "running" and j["progress"]["step"] > 0, timeout=90)
     assert client.post(f"/v1/jobs/{long['id']}/cancel").status_code == 202
     done = service.wait_final(long["id"], timeout=30)
-    assert done["status"] == "canceled" and done["result_learngene"] is None
+    assert done["status"] == "canceled" and done["result_learngene"] is None, done["error"]
     bad = client.post("/v1/learngenes", json={**PRETRAIN, "rank": 0, "patch_size": 3, "name": "No"})
     assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
     assert {e["field"] for e in bad.json()["errors"]} == {"rank", "patch_size", "name"}

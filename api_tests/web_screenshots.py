@@ -26,6 +26,8 @@ def main(out: Path) -> None:
         driver = chromium(size="1200,1400")
         try:
             driver.get(svc.base + "/")
+            driver.find_element(By.ID, "api-key").send_keys(svc.admin_key())  # log in with the local admin key
+            driver.find_element(By.CSS_SELECTOR, "#key-form button").click()
             WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#learngene-table tbody tr"))
             driver.find_element(By.CSS_SELECTOR, "#learngene-table tbody tr").click()
             WebDriverWait(driver, 60).until(lambda d: d.execute_script(

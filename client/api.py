@@ -50,13 +50,22 @@ def _problem(r: httpx.Response) -> ApiError:
     return ApiError(f"{detail} (HTTP {r.status_code})", r.status_code, body if isinstance(body, dict) else None)
 
 
+def local_admin_key() -> str | None:
+    """The embedded service's admin key ($FINE_HOME/admin.key, `var/` by default) when this machine has one."""
+    path = Path(os.environ.get("FINE_HOME", "var")) / "admin.key"
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
 class Client:
     """A session with one fine-zoo API; `key` is sent as `Authorization: Bearer <key>`."""
 
     def __init__(self, url: str | None = None, key: str | None = None, *, timeout: float = 30.0,
                  transport: httpx.BaseTransport | None = None) -> None:
         self.url = (url or os.environ.get("FINE_URL") or DEFAULT_URL).rstrip("/")
-        key = key if key is not None else os.environ.get("FINE_API_KEY")
+        key = key if key is not None else os.environ.get("FINE_API_KEY") or local_admin_key()
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
 

@@ -24,7 +24,7 @@ OnReap = Callable[[str, int], None]  # (outcome, count), e.g. for metrics
 def sweep(settings: DispatchSettings, celery: Celery, on_reap: OnReap | None = None) -> job_states.ReapReport:
     with session_factory(settings)() as session:
         report = job_states.reap(session, settings.heartbeat_timeout, settings.max_attempts,
-                                 settings.dispatch_grace)
+                                 settings.dispatch_grace, settings.stall_timeout, settings.redispatch_after)
         for job_id in report.requeued + report.redispatch:
             try:
                 enqueue_job(celery, settings, job_id)

@@ -22,6 +22,9 @@ class DispatchSettings(StoreSettings):
     max_attempts: int = 3  # worker deaths tolerated per job before it is failed
     reaper_interval: float = 5.0  # seconds between reaper sweeps (API processes and workers)
     dispatch_grace: float = 5.0  # a queued job never handed to the broker is re-sent after this
+    redispatch_after: float = 300.0  # a dispatched job still queued this long (message lost?) is re-sent
+    stall_timeout: float = 900.0  # a running job whose step has not moved this long is hung: re-queued / failed
+    max_job_seconds: float = 6 * 3600.0  # wall-clock limit of one attempt, enforced by the worker
 
     @property
     def resolved_broker_url(self) -> str:

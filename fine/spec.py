@@ -58,6 +58,9 @@ def default_subnet_depths(depth: int) -> list[int]:
     a depth-6 probe's depth-12 descendant had held-out 0.238 at assembly untrained, 0.089 trained)."""
     return [d for d in range(1, int(SUBNET_DEPTH_FACTOR * depth) + 1) if d != depth]
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+MAX_DATASET_NAME = 256  # the registry's column widths: longer strings are a 422, never a database error
+MAX_LEARNGENE_ID = 128
+MAX_LIST = 64  # widths, depths
 DEFAULT_LEARNGENE = Path("learngenes/default/learngene.safetensors")  # the shipped set, relative to the checkout
 
 
@@ -117,8 +120,9 @@ class JobSpec(BaseModel):
     hidden_size: int = Field(description="width; a multiple of the learngene's head size, at most its width")
     num_heads: int | None = Field(default=None, description="optional; must equal hidden_size / head size")
     dataset: str = Field(description="fashion-mnist, mnist-5k, digits or an uploaded dataset id; "
-                                     "optional class filter e.g. fashion-mnist:5-9")
-    learngene: str | None = Field(default=None, description="learngene id; default: the newest")
+                                     "optional class filter e.g. fashion-mnist:5-9", max_length=MAX_DATASET_NAME)
+    learngene: str | None = Field(default=None, max_length=MAX_LEARNGENE_ID,
+                                  description="learngene id or alias; default: the `default` alias")
     method: str = Field(default="fine", description="fine | scratch | weight-selection | tleg",
                         json_schema_extra={"enum": list(METHODS)})
     sigma_steps: int = _limited(JOB_LIMITS, "sigma_steps", 300, "sigma-stage steps, 0..20000")
@@ -177,7 +181,8 @@ class PretrainSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    dataset: str = Field(description="source dataset (built-in or uploaded id, optional class filter)")
+    dataset: str = Field(description="source dataset (built-in or uploaded id, optional class filter)",
+                         max_length=MAX_DATASET_NAME)
     depth: int = _limited(PRETRAIN_LIMITS, "depth", 8, "ancestry blocks, 1..64")
     hidden_size: int = Field(default=128, description="ancestry width, a multiple of head_dim, at most 1024",
                              json_schema_extra={"maximum": MAX_PRETRAIN_WIDTH})
@@ -185,7 +190,8 @@ class PretrainSpec(BaseModel):
     rank: int = Field(default=128, description="learngene rank r, 1..hidden_size", json_schema_extra={"minimum": 1})
     patch_size: int = Field(default=4, description="must divide the dataset's image side")
     steps: int = _limited(PRETRAIN_LIMITS, "steps", 4000, "training steps, 1..200000")
-    widths: list[int] = Field(default_factory=list, description="extra trained prefix widths (width-aware)")
+    widths: list[int] = Field(default_factory=list, max_length=MAX_LIST,
+                              description="extra trained prefix widths (width-aware)")
     batch_size: int = _limited(PRETRAIN_LIMITS, "batch_size", 64, "1..1024")
     lr: float = Field(default=1e-3, description="learning rate, (0, 1]",
                       json_schema_extra={"exclusiveMinimum": 0, "maximum": 1})
@@ -199,7 +205,7 @@ class PretrainSpec(BaseModel):
     sigma_init: str = Field(default="equal", description="random | equal", json_schema_extra={"enum": list(SIGMA_INITS)})
     sigma_lr_scale: float = Field(default=10.0, description="sigma's rate as a multiple of lr, (0, 100]",
                                   json_schema_extra={"exclusiveMinimum": 0, "maximum": 100})
-    depths: list[int] | None = Field(default=None, description="depth-aware: other depths trained by sigma "
+    depths: list[int] | None = Field(default=None, max_length=MAX_LIST, description="depth-aware: other depths trained by sigma "
                                      "interpolation; null: 1 .. 1.5 x depth; []: off")
     schedule: str = Field(default="cosine", description="constant | cosine", json_schema_extra={"enum": list(SCHEDULES)})
     layer_form: str = Field(default="free", description="free (FINE) | linear (a TLEG ancestry)",

@@ -12,6 +12,8 @@ import re
 import shutil
 import tempfile
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -51,8 +53,11 @@ class BlobStore(Protocol):
 
     def exists(self, sha256: str) -> bool: ...
 
-    def delete(self, sha256: str) -> None:
-        """Remove a blob (no error when it is not there)."""
+    def stored(self) -> Iterator[tuple[str, float]]:
+        """Every blob as (sha256, seconds since it was last written or re-put)."""
+        ...
+
+    def delete(self, sha256: str) -> None: ...
 
     def check(self) -> None:
         """Raise if the store cannot be used (readiness)."""
@@ -112,6 +117,7 @@ class LocalBlobStore:
         dest = self._path(sha256)
         if dest.exists():
             tmp.unlink()
+            os.utime(dest)  # re-put: young again, so the orphan collector leaves it to its new row
             return
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, dest)  # atomic: readers see the whole blob or none
@@ -137,6 +143,12 @@ class LocalBlobStore:
             raise BlobMissing(f"blob {sha256} is not in the store at {self.root}")
         self._verified.verify(path, sha256)
         return path
+
+    def stored(self) -> Iterator[tuple[str, float]]:
+        now = time.time()
+        for path in self.root.glob("??/??/*"):
+            if _SHA_RE.match(path.name):
+                yield path.name, now - path.stat().st_mtime
 
     def check(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -174,6 +186,10 @@ class S3BlobStore:
                 # upload_file completes a multipart upload only when every part arrived: atomic
                 self.client.upload_file(str(tmp), self.bucket, self._key(sha),
                                         ExtraArgs={"Metadata": {"sha256": sha}})
+            else:  # re-put: refresh LastModified so the orphan collector leaves it to its new row
+                self.client.copy_object(Bucket=self.bucket, Key=self._key(sha), MetadataDirective="REPLACE",
+                                        CopySource={"Bucket": self.bucket, "Key": self._key(sha)},
+                                        Metadata={"sha256": sha})
         finally:
             self.cache._commit(tmp, sha)
         return sha, n
@@ -214,6 +230,14 @@ class S3BlobStore:
                 raise BlobCorrupt(f"blob {sha256} in bucket {self.bucket} hashes to {actual}")
             self.cache._commit(Path(tmp), sha256)
         return self.cache.local_path(sha256)
+
+    def stored(self) -> Iterator[tuple[str, float]]:
+        now = time.time()
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix):
+            for obj in page.get("Contents", []):
+                name = obj["Key"][len(self.prefix):]
+                if _SHA_RE.match(name):
+                    yield name, now - obj["LastModified"].timestamp()
 
     def check(self) -> None:
         self.client.head_bucket(Bucket=self.bucket)

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from learngene_store.accounts import SYSTEM_OWNER, set_alias
 from learngene_store.blobs import BlobStore
 from learngene_store.datasets import BUILTIN
 from learngene_store.learngene_meta import LearngeneMetaError, read_metadata
@@ -30,7 +31,7 @@ class DuplicateLearngene(ValueError):
 
 
 def register_learngene(session: Session, store: BlobStore, path: Path, meta: dict[str, Any],
-                       owner: str = "anonymous") -> Learngene:
+                       owner: str = "anonymous", public: bool = False) -> Learngene:
     """Store the file in the blob store and add its registry row (meta already normalised)."""
     sha, size = store.put_file(path)
     declared = meta.get("sha256")
@@ -44,7 +45,7 @@ def register_learngene(session: Session, store: BlobStore, path: Path, meta: dic
         raise DuplicateLearngene(same_id, f"learngene id {meta['id']!r} is taken by a different file "
                                           f"(sha256 {same_id.sha256}); give the new set another id")
     row = Learngene(id=meta["id"], sha256=sha, bytes=size, meta={**meta, "sha256": sha, "bytes": size},
-                    owner=owner, **{k: meta[k] for k in LEARNGENE_COLUMNS})
+                    owner=owner, public=public, **{k: meta[k] for k in LEARNGENE_COLUMNS})
     session.add(row)
     try:
         session.commit()
@@ -87,19 +88,21 @@ def attach_files(session: Session, store: BlobStore, learngene_id: str, files: d
 
 
 def register_default_learngene(session: Session, store: BlobStore, path: Path) -> Learngene | None:
-    """Register the learngene set shipped in the repo, once; absent or already there is fine."""
+    """Register the learngene set shipped in the repo (public), once, and make it the `default`
+    alias target unless an admin already pointed that alias elsewhere; absent or there is fine."""
     if not path.exists():
         log.warning("default learngene %s not found; the registry starts without one", path)
         return None
     try:
         meta = read_metadata(path)
-        lg = register_learngene(session, store, path, meta)
+        lg = register_learngene(session, store, path, meta, owner=SYSTEM_OWNER, public=True)
     except DuplicateLearngene as e:
         lg = e.existing
     except (LearngeneMetaError, json.JSONDecodeError, OSError) as e:
         log.error("default learngene %s not registered: %s", path, e)
         return None
     attach_files(session, store, lg.id, pictures_beside(path))
+    set_alias(session, lg.id, by=SYSTEM_OWNER, only_if_unset=True)
     return lg
 
 
@@ -113,8 +116,3 @@ def ensure_builtin_datasets(session: Session) -> None:
         session.commit()
     except IntegrityError:
         session.rollback()
-
-
-def newest_learngene(session: Session) -> Learngene | None:
-    return session.execute(select(Learngene).order_by(Learngene.created_at.desc(), Learngene.id.desc())
-                           .limit(1)).scalar_one_or_none()

@@ -38,12 +38,48 @@ BUILTIN: tuple[DatasetInfo, ...] = (
 )
 
 
-def validate_npz(path: Path, max_images: int = 200_000) -> DatasetInfo:
-    """Open an uploaded .npz with numpy (no pickles) and check it; returns its shape summary."""
+MAX_MEMBERS = 16
+
+
+def check_declared_sizes(path: Path, max_unpacked: int) -> None:
+    """Refuse a zip bomb before unpacking: the central directory's sizes and each .npy header's
+    shape and dtype (read from the first bytes of the member) must fit `max_unpacked` in total."""
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+        if len(infos) > MAX_MEMBERS:
+            raise DatasetError(f"the archive has {len(infos)} members; an upload holds 'images' and 'labels' only")
+        declared = sum(i.file_size for i in infos)
+        if declared > max_unpacked:
+            raise DatasetError(f"the archive unpacks to {declared} bytes, over the limit of {max_unpacked} "
+                               "(FINE_MAX_UPLOAD_UNPACKED_BYTES)")
+        arrays = 0
+        for info in infos:
+            with zf.open(info) as f:
+                try:
+                    version = np.lib.format.read_magic(f)
+                    reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                        np.lib.format.read_array_header_2_0
+                    shape, _, dtype = reader(f, max_header_size=10_000)
+                except ValueError as e:
+                    raise DatasetError(f"member {info.filename} is not a .npy array ({e})") from None
+            nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if nbytes > info.file_size:
+                raise DatasetError(f"member {info.filename} declares {shape} {dtype} ({nbytes} bytes) but holds "
+                                   f"{info.file_size} bytes: a corrupt or crafted archive")
+            arrays += nbytes
+        if arrays > max_unpacked:
+            raise DatasetError(f"the arrays declare {arrays} bytes, over the limit of {max_unpacked} "
+                               "(FINE_MAX_UPLOAD_UNPACKED_BYTES)")
+
+
+def validate_npz(path: Path, max_images: int = 200_000, max_unpacked: int = 256 * 1024 * 1024) -> DatasetInfo:
+    """Open an uploaded .npz with numpy (no pickles) and check it; returns its shape summary.
+    Sizes are checked from the zip directory and .npy headers before anything is unpacked."""
     with open(path, "rb") as f:
         if f.read(4) != b"PK\x03\x04":
             raise DatasetError("not an .npz file: expected the zip archive numpy.savez writes")
     try:
+        check_declared_sizes(path, max_unpacked)
         with np.load(path, allow_pickle=False) as z:
             if not isinstance(z, np.lib.npyio.NpzFile):
                 raise DatasetError("not an .npz archive (looks like a single .npy array)")

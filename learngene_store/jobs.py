@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import case, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -37,7 +37,7 @@ def claim(session: Session, job_id: str, worker_id: str) -> Claim:
     res = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(False))
-        .values(status="running", lease=lease, worker_id=worker_id, heartbeat_at=now, started_at=now,
+        .values(status="running", lease=lease, worker_id=worker_id, heartbeat_at=now, started_at=now, progress_at=now,
                 attempts=Job.attempts + 1, phase="starting", error=None, updated_at=now)
     )
     if res.rowcount == 1:
@@ -58,9 +58,14 @@ def beat(session: Session, job_id: str, lease: str, progress: dict[str, Any] | N
          earlier: list[dict[str, Any]] | None = None) -> tuple[bool, bool]:
     """Heartbeat (+ latest progress; `earlier`: snapshots since the last beat to log before it, e.g. the
     last step of a phase that ended in between). Returns (still_owner, cancel_requested)."""
-    values: dict[str, Any] = {"heartbeat_at": utcnow(), "updated_at": utcnow()}
+    now = utcnow()
+    values: dict[str, Any] = {"heartbeat_at": now, "updated_at": now}
     if progress:
         values.update(progress)
+        moved = [Job.step != progress["step"]] if "step" in progress else []
+        moved += [Job.phase != progress["phase"]] if "phase" in progress else []
+        if moved:  # a step or phase that moved is progress; a heartbeat alone is not
+            values["progress_at"] = case((or_(*moved), now), else_=Job.progress_at)
     res = session.execute(update(Job).where(Job.id == job_id, Job.lease == lease,
                                             Job.status == "running").values(**values))
     if res.rowcount == 1:
@@ -133,10 +138,18 @@ def succeed_pretrain(session: Session, job_id: str, lease: str, learngene_id: st
     res = session.execute(
         update(Job).where(Job.id == job_id, Job.lease == lease, Job.status == "running")
         .values(status="succeeded", finished_at=now, updated_at=now, lease=None, heartbeat_at=now, phase="done",
-                error=None, result_learngene_id=learngene_id)
+                error=None, result_learngene_id=learngene_id, resume_sha=None)
     )
     if res.rowcount == 1:
         events.status(session, job_id, "succeeded", learngene_id=learngene_id)
+    session.commit()
+    return res.rowcount == 1
+
+
+def save_resume(session: Session, job_id: str, lease: str, sha256: str) -> bool:
+    """Record the blob of a running pre-training job's latest state (only while this attempt owns it)."""
+    res = session.execute(update(Job).where(Job.id == job_id, Job.lease == lease, Job.status == "running")
+                          .values(resume_sha=sha256))
     session.commit()
     return res.rowcount == 1
 
@@ -172,41 +185,79 @@ class ReapReport:
     redispatch: list[str]
 
 
-def reap(session: Session, heartbeat_timeout: float, max_attempts: int, dispatch_grace: float) -> ReapReport:
-    """Find running jobs whose worker went silent: re-queue (attempts left) or fail them.
+def reap(session: Session, heartbeat_timeout: float, max_attempts: int, dispatch_grace: float,
+         stall_timeout: float | None = None, redispatch_after: float | None = None) -> ReapReport:
+    """Find running jobs whose worker went silent, or that beat but make no progress for
+    `stall_timeout` (hung): re-queue them (attempts left) or fail them, with the reason.
 
     Also lists queued jobs that never reached the broker (e.g. the broker was down at submit
-    time), for the caller to dispatch again: nothing accepted is ever lost.
+    time), and those dispatched `redispatch_after` ago but never claimed (the message was lost),
+    for the caller to dispatch again: nothing accepted is ever lost.
     """
     now = utcnow()
     cutoff = now - timedelta(seconds=heartbeat_timeout)
-    requeued, failed, canceled = [], [], []
+    requeued: list[str] = []
+    failed: list[str] = []
+    canceled: list[str] = []
+    silent = (Job.heartbeat_at < cutoff,)
     stale = session.execute(select(Job.id, Job.attempts, Job.worker_id, Job.cancel_requested, Job.lease)
-                            .where(Job.status == "running", Job.heartbeat_at < cutoff)).all()
+                            .where(Job.status == "running", *silent)).all()
     for job_id, attempts, worker_id, cancel, lease in stale:
-        guard = (Job.id == job_id, Job.status == "running", Job.lease == lease, Job.heartbeat_at < cutoff)
-        if cancel:
-            values: dict[str, Any] = {"status": "canceled", "error": "canceled on request (worker lost)",
-                                      "finished_at": now}
-            bucket = canceled
-        elif attempts >= max_attempts:
-            values = {"status": "failed", "finished_at": now,
-                      "error": f"worker lost: no heartbeat for {heartbeat_timeout:g} s from {worker_id}; "
-                               f"gave up after {attempts} attempts (limit {max_attempts})"}
-            bucket = failed
-        else:
-            values = {"status": "queued", "phase": "requeued", "worker_id": None, "dispatched_at": None,
-                      "error": f"attempt {attempts} lost its worker {worker_id}; re-queued"}
-            bucket = requeued
-        res = session.execute(update(Job).where(*guard).values(lease=None, updated_at=now, **values))
-        if res.rowcount == 1:
-            events.status(session, job_id, values["status"], error=values["error"])
-            bucket.append(job_id)
+        why = f"no heartbeat for {heartbeat_timeout:g} s from {worker_id}"
+        _reap_one(session, job_id, lease, silent, cancel, attempts, max_attempts, worker_id, why, now,
+                  (requeued, failed, canceled))
+    if stall_timeout is not None:
+        stuck = (Job.progress_at < now - timedelta(seconds=stall_timeout),)
+        hung = session.execute(select(Job.id, Job.attempts, Job.worker_id, Job.cancel_requested, Job.lease,
+                                      Job.phase, Job.step).where(Job.status == "running", *stuck)).all()
+        for job_id, attempts, worker_id, cancel, lease, phase, step in hung:
+            why = (f"hung: no progress for {stall_timeout:g} s (phase {phase}, step {step}) although {worker_id} "
+                   "still beats (FINE_STALL_TIMEOUT)")
+            _reap_one(session, job_id, lease, stuck, cancel, attempts, max_attempts, worker_id, why, now,
+                      (requeued, failed, canceled))
     session.commit()
     grace = now - timedelta(seconds=dispatch_grace)
-    redispatch = list(session.execute(select(Job.id).where(Job.status == "queued", Job.dispatched_at.is_(None),
-                                                            Job.updated_at < grace)).scalars())
+    lost = Job.dispatched_at.is_(None) & (Job.updated_at < grace)
+    if redispatch_after is not None:
+        lost = lost | (Job.dispatched_at < now - timedelta(seconds=redispatch_after))
+    redispatch = list(session.execute(select(Job.id).where(Job.status == "queued", lost)).scalars())
     return ReapReport(requeued, failed, canceled, redispatch)
+
+
+def _reap_one(session: Session, job_id: str, lease: str | None, condition: tuple[Any, ...], cancel: bool,
+              attempts: int, max_attempts: int, worker_id: str | None, why: str, now: Any,
+              buckets: tuple[list[str], list[str], list[str]]) -> None:
+    """Take a running job from its attempt (if it still holds `lease` and `condition`): re-queue, fail or cancel."""
+    requeued, failed, canceled = buckets
+    guard = (Job.id == job_id, Job.status == "running", Job.lease == lease, *condition)
+    if cancel:
+        values: dict[str, Any] = {"status": "canceled", "error": f"canceled on request ({why})", "finished_at": now}
+        bucket = canceled
+    elif attempts >= max_attempts:
+        values = {"status": "failed", "finished_at": now,
+                  "error": f"worker lost: {why}; gave up after {attempts} attempts (limit {max_attempts})"}
+        bucket = failed
+    else:
+        values = {"status": "queued", "phase": "requeued", "worker_id": None, "dispatched_at": None,
+                  "error": f"attempt {attempts} lost its worker {worker_id} ({why}); re-queued"}
+        bucket = requeued
+    res = session.execute(update(Job).where(*guard).values(lease=None, updated_at=now, **values))
+    if res.rowcount == 1:
+        events.status(session, job_id, values["status"], error=values["error"])
+        bucket.append(job_id)
+
+
+def release(session: Session, job_id: str, lease: str, why: str) -> bool:
+    """A worker shutting down hands its running job back to the queue at once (the attempt is not counted)."""
+    now = utcnow()
+    res = session.execute(
+        update(Job).where(Job.id == job_id, Job.lease == lease, Job.status == "running")
+        .values(status="queued", phase="requeued", lease=None, worker_id=None, dispatched_at=None, updated_at=now,
+                attempts=Job.attempts - 1, error=f"{why}; re-queued"))
+    if res.rowcount == 1:
+        events.status(session, job_id, "queued", error=f"{why}; re-queued")
+    session.commit()
+    return res.rowcount == 1
 
 
 def mark_dispatched(session: Session, job_id: str) -> None:

@@ -42,6 +42,10 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
     return header
 
 
+MAX_INT = 2**31 - 1  # the registry's Integer columns
+MAX_ID, MAX_SOURCE, MAX_WIDTHS = 128, 256, 64  # learngenes.id, learngenes.source_dataset, widths
+
+
 def normalize(meta: dict[str, Any], name: str) -> dict[str, Any]:
     """Check and coerce the keys the registry needs; keep everything else as is."""
     out = dict(meta)
@@ -53,9 +57,10 @@ def normalize(meta: dict[str, Any], name: str) -> dict[str, Any]:
             out[k] = int(out.get(k, 0))
         except (TypeError, ValueError):
             raise LearngeneMetaError(f"{name}: metadata {k!r} must be an integer, got {out[k]!r}") from None
-    for k in REQUIRED_INT:
-        if out[k] < 1:
-            raise LearngeneMetaError(f"{name}: metadata {k!r} must be >= 1, got {out[k]}")
+    for k in (*REQUIRED_INT, "steps"):
+        lo = 0 if k == "steps" else 1
+        if not lo <= out[k] <= MAX_INT:
+            raise LearngeneMetaError(f"{name}: metadata {k!r} must be between {lo} and {MAX_INT}, got {out[k]}")
     if out["hidden_size"] % out["head_dim"]:
         raise LearngeneMetaError(f"{name}: hidden_size {out['hidden_size']} is not a multiple of head_dim")
     widths = out.get("widths") or [out["hidden_size"]]
@@ -64,6 +69,12 @@ def normalize(meta: dict[str, Any], name: str) -> dict[str, Any]:
     out["widths"] = sorted({int(w) for w in widths})
     out["id"] = str(out["id"])
     out["source_dataset"] = str(out.get("source_dataset", "unknown"))
+    if not 1 <= len(out["id"]) <= MAX_ID or any(c.isspace() or c in "/?#%" for c in out["id"]):
+        raise LearngeneMetaError(f"{name}: metadata 'id' must be 1-{MAX_ID} characters without spaces or / ? # %, "
+                                 f"got {out['id'][:40]!r}{'...' if len(out['id']) > 40 else ''}")
+    if len(out["source_dataset"]) > MAX_SOURCE or len(out["widths"]) > MAX_WIDTHS:
+        raise LearngeneMetaError(f"{name}: metadata 'source_dataset' is over {MAX_SOURCE} characters or 'widths' "
+                                 f"lists over {MAX_WIDTHS} widths")
     return out
 
 

@@ -74,6 +74,7 @@ class Learngene(Base):
     widths: Mapped[list[Any]] = mapped_column(JSON)
     meta: Mapped[dict[str, Any]] = mapped_column(JSON)  # the full config.json sidecar
     owner: Mapped[str] = mapped_column(String(128), default="anonymous")
+    public: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")  # seen by every user
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
@@ -108,6 +109,7 @@ class Job(Base):
     dataset: Mapped[str] = mapped_column(String(256), index=True)
     method: Mapped[str] = mapped_column(String(32), index=True)  # "pretrain" for pre-training jobs
     result_learngene_id: Mapped[str | None] = mapped_column(String(128))  # what a pretrain job registered
+    resume_sha: Mapped[str | None] = mapped_column(String(64))  # blob of a pre-training run's latest state
 
     status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     phase: Mapped[str | None] = mapped_column(String(32))
@@ -121,6 +123,7 @@ class Job(Base):
     lease: Mapped[str | None] = mapped_column(String(64))  # token of the attempt that owns the job
     worker_id: Mapped[str | None] = mapped_column(String(256))
     heartbeat_at: Mapped[datetime | None] = mapped_column()
+    progress_at: Mapped[datetime | None] = mapped_column()  # when `step` last moved (hung-job detection)
 
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -197,3 +200,24 @@ class LearngeneFile(Base):
     media_type: Mapped[str] = mapped_column(String(128))
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     bytes: Mapped[int] = mapped_column(Integer)
+class User(Base):
+    """An account; only the sha256 of its API key is stored."""
+
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)  # the owner of what it creates
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class Alias(Base):
+    """A name pointing at a learngene (`default`: what a job without `learngene` is built from)."""
+
+    __tablename__ = "aliases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    learngene_id: Mapped[str] = mapped_column(ForeignKey("learngenes.id"))
+    updated_by: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

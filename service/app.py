@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from dispatch.broker import make_celery
 from dispatch.reaper import Reaper
+from learngene_store.accounts import ensure_local_admin
 from learngene_store.blobs import make_blob_store
 from learngene_store.catalog import ensure_builtin_datasets, register_default_learngene
 from learngene_store.db import migrate, session_factory
@@ -17,6 +18,7 @@ from service import errors, metrics
 from service.api.main import api_router
 from service.api.routes.web import static_files
 from service.limits import JSON_LIMIT, MULTIPART_SLACK, BodyLimit
+from service.quotas import WriteRate
 from service.settings import ApiSettings, get_settings
 
 log = logging.getLogger("service")
@@ -30,6 +32,8 @@ def startup(settings: ApiSettings) -> None:
     store = make_blob_store(settings)
     with session_factory(settings)() as session:
         ensure_builtin_datasets(session)
+        if settings.writes_admin_key:
+            ensure_local_admin(session, settings.admin_key_file)
         if settings.register_default_learngene:
             lg = register_default_learngene(session, store, settings.resolved_default_learngene)
             if lg is not None:
@@ -59,6 +63,7 @@ def create_app(settings: ApiSettings | None = None, *, reaper: bool = True) -> F
     app.state.settings = settings
     app.state.store = make_blob_store(settings)
     app.state.celery = make_celery(settings)
+    app.state.write_rate = WriteRate(settings.write_rate_per_minute)
     errors.install(app)
     app.include_router(api_router)
     app.mount("/web", static_files(), name="web")

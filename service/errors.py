@@ -9,6 +9,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -16,6 +18,7 @@ from service.limits import BodyTooLarge
 
 PROBLEM = "application/problem+json"
 TYPE_BASE = "https://fine-zoo.invalid/problems/"
+DB_RETRY_AFTER = 5  # seconds a client should wait when the database is down
 log = logging.getLogger(__name__)
 
 
@@ -121,6 +124,15 @@ def install(app: FastAPI) -> None:
         status, detail, items = _validation_detail(list(exc.errors()))
         extra = {"errors": items} if items else {}
         return problem_response(request, status, detail, **extra)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(SQLAlchemyTimeout)
+    async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return problem_response(request, 503, "the registry database is unavailable; nothing was changed by this "
+                                f"request, retry in {DB_RETRY_AFTER} s", type_="database-unavailable",
+                                headers={"Retry-After": str(DB_RETRY_AFTER)})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

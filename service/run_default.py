@@ -33,6 +33,15 @@ def _start(port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT)
 
 
+def admin_key() -> str:
+    """The embedded service's local admin key ($FINE_HOME/admin.key, written on its first start)."""
+    path = Path(os.environ.get("FINE_HOME", "var")) / "admin.key"
+    try:
+        return path.read_text().strip()
+    except OSError as e:
+        raise SystemExit(f"cannot read the admin key {path} ({e}); the embedded service writes it on first start") from None
+
+
 def _wait_ready(client: Client, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -55,11 +64,12 @@ def run(out_dir: Path, job: dict) -> Path:
     try:
         print(f"starting the embedded service on http://127.0.0.1:{port} (logs: var/serve.log) ...")
         _wait_ready(client, proc)
+        client.http.headers["Authorization"] = f"Bearer {admin_key()}"
         learngenes = client.learngenes()
-        if not learngenes:
+        lg = next((x for x in learngenes if "default" in x.get("aliases", [])), None)
+        if lg is None:
             raise SystemExit("no learngene set is registered: learngenes/default/learngene.safetensors is missing "
                              "(build one with `fine pretrain`, or register one with POST /v1/learngenes)")
-        lg = learngenes[0]
         if job["hidden_size"] > lg["hidden_size"]:
             print(f"note: learngene {lg['id']} is {lg['hidden_size']} wide; using hidden_size {lg['hidden_size']}")
             job = {**job, "hidden_size": lg["hidden_size"]}

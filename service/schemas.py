@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 Status = Literal["queued", "running", "succeeded", "failed", "canceled"]
 
@@ -99,6 +99,9 @@ class LearngeneOut(BaseModel):
     widths: list[int]
     created_at: datetime
     descendants_count: int
+    owner: str
+    public: bool
+    aliases: list[str] = Field(default_factory=list, description="alias names pointing here, e.g. default")
     links: dict[str, str]
 
 
@@ -128,3 +131,16 @@ class DatasetOut(BaseModel):
     sha256: str | None
     bytes: int | None
     created_at: datetime
+
+
+class AliasIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    learngene: str = Field(min_length=1, max_length=128, description="id of a public learngene set")
+
+
+class AliasOut(BaseModel):
+    name: str
+    learngene: str
+    updated_by: str
+    updated_at: datetime

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fine.common import DatasetError
 from fine.common import parse_dataset_name as parse_name
 from fine.spec import JobSpec, PretrainSpec
-from learngene_store.catalog import newest_learngene
-from learngene_store.models import Dataset, Learngene
+from learngene_store.accounts import DEFAULT_ALIAS, alias_target
+from learngene_store.models import Dataset, Learngene, User
+from service.access import can_see_dataset, can_see_learngene, visible_learngenes
 from service.errors import Problem
 
 
@@ -27,26 +29,27 @@ def _invalid(errors: list[tuple[str, str]]) -> Problem:
                    errors=[{"field": f, "message": m} for f, m in errors])
 
 
-def validate_spec(session: Session, spec: JobSpec) -> Resolved:
+def validate_spec(session: Session, spec: JobSpec, user: User) -> Resolved:
+    """Check a job spec for `user`: the learngene (id, alias or `default`) and dataset must be ones they see."""
     errors = spec.errors()
 
     if spec.learngene is None:
-        lg = newest_learngene(session)
+        lg = alias_target(session, DEFAULT_ALIAS)
         if lg is None:
-            raise Problem(409, "no learngene set is registered yet; register one with POST /v1/learngenes "
-                               "(or ship learngenes/default/learngene.safetensors and restart)",
-                          type_="no-learngene")
+            raise Problem(409, "no learngene set is registered yet (no `default` alias); an admin registers one "
+                               "with POST /v1/learngenes (or ships learngenes/default/learngene.safetensors and "
+                               "restarts)", type_="no-learngene")
     else:
-        lg = session.get(Learngene, spec.learngene)
-        if lg is None:
-            ids = [row.id for row in session.query(Learngene.id).limit(20)]
+        lg = session.get(Learngene, spec.learngene) or alias_target(session, spec.learngene)
+        if lg is None or not can_see_learngene(user, lg):
+            ids = session.execute(visible_learngenes(select(Learngene.id), user).limit(20)).scalars()
             errors.append(("learngene", f"unknown learngene {spec.learngene!r}; registered: "
                                         f"{', '.join(ids) or 'none'} (GET /v1/learngenes)"))
             raise _invalid(errors)
 
     errors += spec.learngene_errors(lg.head_dim, lg.hidden_size, lg.id)
 
-    ds = _dataset_errors(session, spec.dataset, errors)
+    ds = _dataset_errors(session, spec.dataset, errors, user)
     if ds is not None and ds.image_size % lg.patch_size:
         errors.append(("dataset", f"dataset {ds.id} has {ds.image_size}x{ds.image_size} images, not a "
                                   f"multiple of learngene {lg.id}'s patch size {lg.patch_size}; choose "
@@ -66,14 +69,14 @@ def validate_spec(session: Session, spec: JobSpec) -> Resolved:
     return Resolved(lg, ds, resolved, warnings)
 
 
-def _dataset_errors(session: Session, name: str, errors: list[tuple[str, str]]) -> Dataset | None:
+def _dataset_errors(session: Session, name: str, errors: list[tuple[str, str]], user: User) -> Dataset | None:
     try:
         base, classes = parse_name(name)
     except DatasetError as e:
         errors.append(("dataset", str(e)))
         return None
     ds = session.get(Dataset, base)
-    if ds is None:
+    if ds is None or not can_see_dataset(user, ds):
         known = [row.id for row in session.query(Dataset.id).filter(Dataset.kind == "builtin")]
         errors.append(("dataset", f"unknown dataset {base!r}: use one of {', '.join(known)} or the id of an "
                                   "uploaded dataset (POST /v1/datasets)"))
@@ -84,11 +87,12 @@ def _dataset_errors(session: Session, name: str, errors: list[tuple[str, str]]) 
     return ds
 
 
-def validate_pretrain(session: Session, spec: PretrainSpec) -> dict:
-    """Check a pre-training spec; returns it completed with the dataset's image geometry."""
+def validate_pretrain(session: Session, spec: PretrainSpec, user: User) -> dict:
+    """Check a pre-training spec; returns it completed with the dataset's image geometry (and whether
+    the set it registers is public: an admin's are)."""
     errors = spec.errors()
     hs = spec.hidden_size
-    ds = _dataset_errors(session, spec.dataset, errors)
+    ds = _dataset_errors(session, spec.dataset, errors, user)
     if ds is not None and (spec.patch_size < 1 or ds.image_size % spec.patch_size):
         errors.append(("patch_size", f"patch_size must divide the image side {ds.image_size} of {ds.id}, got "
                                      f"{spec.patch_size}"))
@@ -96,4 +100,4 @@ def validate_pretrain(session: Session, spec: PretrainSpec) -> dict:
         raise _invalid(errors)
     assert ds is not None
     return {**spec.model_dump(), "widths": sorted(set(spec.widths) - {hs}), "image_size": ds.image_size,
-            "in_channels": ds.channels, "num_classes": ds.num_classes}
+            "in_channels": ds.channels, "num_classes": ds.num_classes, "public": user.is_admin}

@@ -18,6 +18,7 @@ PROBLEM = "application/problem+json"
 def client(tmp_path: Path) -> Iterator[TestClient]:
     settings = Settings(home=tmp_path, register_default_learngene=False)
     with TestClient(create_app(settings, reaper=False), raise_server_exceptions=False) as c:
+        c.headers["Authorization"] = f"Bearer {settings.admin_key_file.read_text().strip()}"  # written at start-up
         yield c
 
 

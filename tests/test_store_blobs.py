@@ -46,3 +46,33 @@ def test_size_limit_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="limit"):
         store.put_stream(io.BytesIO(b"x" * 100), max_bytes=10)
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_orphaned_blobs_are_collected(tmp_path: Path) -> None:
+    import os
+
+    from fine_zoo.settings import Settings
+    from learngene_store.blobs import make_blob_store
+    from learngene_store.db import migrate, session_factory
+    from learngene_store.gc import collect_orphans
+    from learngene_store.models import Dataset
+
+    settings = Settings(home=tmp_path)
+    migrate(settings)
+    store = make_blob_store(settings)
+    kept, orphan, young = (store.put_stream(io.BytesIO(b))[0] for b in (b"named", b"orphan", b"young"))
+    old = 10_000
+    for sha in (kept, orphan):
+        path = store.local_path(sha)
+        os.utime(path, (path.stat().st_atime - old, path.stat().st_mtime - old))
+    with session_factory(settings)() as s:
+        s.add(Dataset(id="ds_x", kind="upload", name="x", sha256=kept, bytes=5, num_images=8, image_size=8,
+                      channels=1, num_classes=1, owner="u"))
+        s.commit()
+        assert collect_orphans(s, store, grace=3600, dry_run=True).deleted == [orphan]
+        assert store.exists(orphan)
+        done = collect_orphans(s, store, grace=3600)
+    assert done.deleted == [orphan] and done.kept == 1 and done.young == 1
+    assert not store.exists(orphan) and store.exists(kept) and store.exists(young)
+    store.put_stream(io.BytesIO(b"named"))  # putting a blob again makes it young
+    assert store.stored() and dict(store.stored())[kept] < 60

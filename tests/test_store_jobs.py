@@ -105,3 +105,42 @@ def test_undispatched_jobs_are_listed_for_redispatch(session: Session) -> None:
     assert jobs.reap(session, 60, 2, dispatch_grace=0.01).redispatch == [job_id]
     jobs.mark_dispatched(session, job_id)
     assert jobs.reap(session, 60, 2, dispatch_grace=0.01).redispatch == []
+
+
+def test_dispatched_but_lost_message_is_sent_again(session: Session) -> None:
+    job_id = new_job(session)
+    jobs.mark_dispatched(session, job_id)
+    time.sleep(0.05)
+    assert jobs.reap(session, 60, 2, dispatch_grace=60, redispatch_after=60).redispatch == []
+    assert jobs.reap(session, 60, 2, dispatch_grace=60, redispatch_after=0.01).redispatch == [job_id]
+
+
+def test_hung_job_is_requeued_then_failed_with_the_reason(session: Session) -> None:
+    job_id = new_job(session)
+    lease = jobs.claim(session, job_id, "w1").lease
+    assert jobs.beat(session, job_id, lease, {"phase": "sigma", "step": 3, "total": 10, "loss": 0.5})[0]
+    time.sleep(0.05)
+    assert jobs.beat(session, job_id, lease, {"phase": "sigma", "step": 4, "total": 10, "loss": 0.5})[0]
+    assert jobs.reap(session, 60, 2, 60, stall_timeout=0.04).requeued == []  # step 4 is fresh progress
+    time.sleep(0.05)
+    assert jobs.beat(session, job_id, lease, {"phase": "sigma", "step": 4, "total": 10, "loss": 0.5})[0]
+    assert jobs.beat(session, job_id, lease, None)[0]  # alive, but stuck at step 4
+    assert jobs.reap(session, 60, 2, 60, stall_timeout=0.04).requeued == [job_id]
+    job = session.get(Job, job_id, populate_existing=True)
+    assert job.status == "queued" and "hung: no progress" in job.error and "step 4" in job.error
+    assert jobs.beat(session, job_id, lease, None) == (False, False)  # the hung attempt stops at its next beat
+    jobs.claim(session, job_id, "w2")
+    time.sleep(0.05)
+    report = jobs.reap(session, 60, 2, 60, stall_timeout=0.01)
+    assert report.failed == [job_id]
+    assert "gave up after 2 attempts" in session.get(Job, job_id, populate_existing=True).error
+
+
+def test_release_requeues_at_once_without_spending_an_attempt(session: Session) -> None:
+    job_id = new_job(session)
+    lease = jobs.claim(session, job_id, "w1").lease
+    assert jobs.release(session, job_id, lease, "worker w1 shut down (SIGTERM)")
+    job = session.get(Job, job_id, populate_existing=True)
+    assert job.status == "queued" and job.attempts == 0 and job.lease is None and "SIGTERM" in job.error
+    assert not jobs.release(session, job_id, lease, "again")
+    assert jobs.reap(session, 60, 2, dispatch_grace=0).redispatch == [job_id]

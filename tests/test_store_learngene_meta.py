@@ -44,3 +44,13 @@ def test_missing_keys_and_garbage(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({**META, "hidden_size": 100}))
     with pytest.raises(LearngeneMetaError, match="multiple of head_dim"):
         read_metadata(p)
+
+
+@pytest.mark.parametrize("bad, message", [({"id": "x" * 129}, "'id' must be 1-128"), ({"id": "a/b"}, "'id' must"),
+                                          ({"depth": 2**31}, "'depth' must be between 1 and 2147483647"),
+                                          ({"source_dataset": "s" * 257}, "over 256 characters")])
+def test_fields_fit_the_registry_columns(bad: dict, message: str) -> None:
+    from learngene_store.learngene_meta import normalize
+
+    with pytest.raises(LearngeneMetaError, match=message.replace("(", r"\(")):
+        normalize({**META, **bad}, "x.safetensors")

@@ -37,7 +37,7 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setting
 
 
 def _head() -> str:
-    """The newest revision (0002 before the job-events table, 0003_events since)."""
+    """The newest revision (whatever migration is last in the chain)."""
     from alembic.script import ScriptDirectory
 
     from learngene_store.db import alembic_config
@@ -65,6 +65,9 @@ def test_upgrade_keeps_rows(settings: Settings) -> None:
         assert conn.execute(text("SELECT kind, learngene_id FROM jobs")).one() == ("init", "lg")
         assert conn.execute(text("SELECT job_id FROM checkpoints")).scalar() == "job_1"
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == _head()
+        # rows from before accounts: visible to all (public), and the newest is the `default` alias target
+        assert conn.execute(text("SELECT public FROM learngenes")).scalar() in (True, 1)
+        assert conn.execute(text("SELECT learngene_id FROM aliases WHERE name = 'default'")).scalar() == "lg"
     # and back down, and up again
     downgrade(settings, "0001")
     with engine.connect() as conn:

@@ -59,3 +59,9 @@ def test_s3_roundtrip(tmp_path: Path, endpoint: str) -> None:
     other.client.put_object(Bucket="fine-blobs", Key=f"blobs/{fake}", Body=b"tampered")
     with pytest.raises(BlobCorrupt):
         other.local_path(fake)
+    # the orphan collector's view: list, re-put (refreshes the age), delete
+    assert sha in dict(store.stored())
+    assert store.put_stream(io.BytesIO(b"dense weights" * 100)) == (sha, 1300)
+    assert dict(store.stored())[sha] < 60
+    store.delete(sha)
+    assert not store.exists(sha) and sha not in dict(store.stored())

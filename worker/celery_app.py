@@ -8,6 +8,7 @@ from celery.signals import worker_ready, worker_shutting_down
 
 from dispatch.broker import RUN_JOB, make_celery
 from dispatch.reaper import Reaper
+from worker.lease import SHUTTING_DOWN
 from worker.runner import run_job
 from worker.settings import get_settings
 
@@ -37,5 +38,7 @@ def _start_reaper(**_: object) -> None:
 
 @worker_shutting_down.connect
 def _stop_reaper(**_: object) -> None:
+    """SIGTERM: stop reaping, and make a running job hand its lease back at its next step."""
+    SHUTTING_DOWN.set()
     if _reaper is not None:
         _reaper.stop()

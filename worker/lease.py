@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from learngene_store import jobs as job_states
@@ -16,6 +17,7 @@ from learngene_store.db import session_factory
 from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
+SHUTTING_DOWN = threading.Event()  # set on the worker's SIGTERM: running jobs hand their lease back
 
 
 class Lease(threading.Thread):
@@ -30,6 +32,7 @@ class Lease(threading.Thread):
         self._stop_event = threading.Event()
         self.cancel_requested = False
         self.lost = False  # True once the registry says another attempt owns the job
+        self.deadline = time.monotonic() + settings.max_job_seconds  # wall-clock limit of this attempt
 
     def progress(self, phase: str, step: int, total: int, loss: float | None) -> None:
         with self._lock:
@@ -48,7 +51,11 @@ class Lease(threading.Thread):
             self._ended.append(self._latest)
 
     def should_stop(self) -> bool:
-        return self.cancel_requested or self.lost
+        return self.cancel_requested or self.lost or self.timed_out or SHUTTING_DOWN.is_set()
+
+    @property
+    def timed_out(self) -> bool:
+        return time.monotonic() > self.deadline
 
     def flush(self) -> None:
         with self._lock:

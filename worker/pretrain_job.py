@@ -1,7 +1,8 @@
 """A pre-training job: train an ancestry with `fine.pretrain`, then register its learngene set.
 
-The work directory is stable per job (not per attempt): `fine.pretrain` checkpoints into it, so
-an attempt re-queued after a worker died on this host resumes instead of starting over.
+The work directory is stable per job (not per attempt): `fine.pretrain` checkpoints into it, and
+each checkpoint also goes to the blob store (`jobs.resume_sha`), so an attempt re-queued after a
+worker died resumes instead of starting over, on this host or any other.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from fine.spec import PretrainSpec
 from learngene_store import jobs as job_states
-from learngene_store.blobs import BlobStore
+from learngene_store.blobs import BlobStore, copy_out
 from learngene_store.catalog import DuplicateLearngene, attach_files, register_learngene
 from learngene_store.db import session_factory
 from learngene_store.learngene_meta import normalize
@@ -52,8 +53,18 @@ def execute_pretrain(settings: WorkerSettings, job: Job, work: Path, store: Blob
                           depths=recipe.subnet_depths, layer_form=recipe.layer_form)
     optim = OptimConfig(lr=spec["lr"], warmup=spec["warmup"], batch_size=spec["batch_size"], schedule=recipe.schedule)
 
+    state = work / "run" / "train_state.pt"
+    if not state.exists() and job.resume_sha:  # re-queued onto another host: resume from the blob store
+        copy_out(store, job.resume_sha, state)
+    saved = [state.stat().st_mtime if state.exists() else None]
+
     def progress(phase: str, step: int, total: int, loss: float | None) -> None:
         lease.progress(phase, step, total, loss)
+        if state.exists() and state.stat().st_mtime != saved[0]:  # fine.pretrain just checkpointed
+            saved[0] = state.stat().st_mtime
+            sha, _ = store.put_file(state)
+            with Session() as session:
+                job_states.save_resume(session, job.id, lease.lease, sha)
         if lease.should_stop():
             raise JobCanceled(f"{phase} canceled at step {step}/{total}")
 
@@ -65,7 +76,8 @@ def execute_pretrain(settings: WorkerSettings, job: Job, work: Path, store: Blob
     meta = normalize(read_learngene_metadata(path), path.name)
     with Session() as session:
         try:
-            lg_id = register_learngene(session, store, path, meta, owner=job.owner).id
+            lg_id = register_learngene(session, store, path, meta, owner=job.owner,
+                                       public=bool(spec.get("public", False))).id
         except DuplicateLearngene as e:
             lg_id = e.existing.id
         curve = LossLog.from_train_log(work / "run" / "train_log.jsonl").write(work / "pictures").get("curve")

@@ -54,7 +54,7 @@ def run_job(settings: WorkerSettings, job_id: str) -> str:
         with lease:
             outcome = _guarded(settings, job, lease, execute_pretrain if pretraining else _execute_init, work, store)
     finally:
-        if not (pretraining and outcome.startswith("abandoned")):  # a pre-training run may resume here
+        if not (pretraining and outcome.startswith(("abandoned", "released"))):  # a pre-training run may resume here
             shutil.rmtree(work, ignore_errors=True)
     return outcome
 
@@ -75,8 +75,17 @@ def _guarded(settings: WorkerSettings, job: Job, lease: Lease, run, work: Path, 
         if lease.lost:
             return "abandoned: lease lost"
         with Session() as session:
-            job_states.mark_canceled(session, job.id, lease.lease)
-        return "canceled"
+            if lease.cancel_requested:
+                job_states.mark_canceled(session, job.id, lease.lease)
+                return "canceled"
+            if lease.timed_out:
+                limit = settings.max_job_seconds
+                job_states.fail(session, job.id, lease.lease, f"ran past the wall-clock limit of {limit:g} s per "
+                                "attempt (FINE_MAX_JOB_SECONDS); ask for fewer steps")
+                return "failed: wall-clock limit"
+            job_states.release(session, job.id, lease.lease, f"worker {worker_id(settings)} shut down (SIGTERM)")
+        _redispatch(settings, job.id)
+        return "released: worker shutting down"
     except Exception as e:
         log.error("job %s failed:\n%s", job.id, traceback.format_exc())
         lease.stop()
@@ -85,6 +94,18 @@ def _guarded(settings: WorkerSettings, job: Job, lease: Lease, run, work: Path, 
         with Session() as session:
             job_states.fail(session, job.id, lease.lease, _one_line(e))
         return f"failed: {_one_line(e)}"
+
+
+def _redispatch(settings: WorkerSettings, job_id: str) -> None:
+    """Send a released job to the broker now (else the reaper does, after FINE_DISPATCH_GRACE)."""
+    from dispatch.broker import enqueue_job, make_celery
+
+    try:
+        enqueue_job(make_celery(settings), settings, job_id)
+        with session_factory(settings)() as session:
+            job_states.mark_dispatched(session, job_id)
+    except Exception as e:
+        log.warning("released job %s not re-sent (%s); the reaper will", job_id, e)
 
 
 def _execute_init(settings: WorkerSettings, job: Job, work: Path, store, lease: Lease) -> str:  # type: ignore[no-untyped-def]

@@ -10,8 +10,9 @@ from sqlalchemy import select
 
 from learngene_store.blobs import BlobCorrupt, BlobMissing
 from learngene_store.collect import delete_checkpoint
-from learngene_store.models import Checkpoint
-from service.deps import OwnerDep, SessionDep, StoreDep
+from learngene_store.models import Checkpoint, User
+from service.access import owned, owns
+from service.deps import CheckpointId, CurrentUser, SessionDep, StoreDep, WriterDep
 from service.downloads import serve_blob
 from service.errors import Problem
 from service.pagination import newest_first
@@ -26,9 +27,9 @@ PICTURES = {  # /v1/checkpoints/{id}/<name> -> (file format, what it is)
 }
 
 
-def _get(session: SessionDep, ckpt_id: str) -> Checkpoint:
+def _get(session: SessionDep, user: User, ckpt_id: str) -> Checkpoint:
     ckpt = session.execute(select(Checkpoint).where(Checkpoint.id == ckpt_id)).scalar_one_or_none()
-    if ckpt is None:
+    if ckpt is None or not owns(user, ckpt.owner):
         raise Problem(404, f"no checkpoint {ckpt_id!r}; a succeeded job links its checkpoint_id",
                       type_="checkpoint-not-found")
     return ckpt
@@ -44,14 +45,14 @@ def checkpoint_out(ckpt: Checkpoint) -> CheckpointOut:
 
 
 @router.get("", response_model=Page[CheckpointOut])
-def list_checkpoints(session: SessionDep, request: Request, response: Response, owner: OwnerDep,
+def list_checkpoints(session: SessionDep, request: Request, response: Response, user: CurrentUser,
                      dataset: str | None = None, learngene: str | None = None, method: str | None = None,
                      depth: Annotated[int | None, Query(ge=1)] = None,
                      hidden_size: Annotated[int | None, Query(ge=1)] = None,
                      cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> Page[CheckpointOut]:
-    """The caller's checkpoints, newest first, filtered by any of dataset, learngene, method, depth and
-    hidden_size; pass `next_cursor` back as `cursor` for the next page."""
-    q = select(Checkpoint).where(Checkpoint.owner == owner)
+    """The caller's checkpoints (an admin's: everyone's), newest first, filtered by any of dataset, learngene,
+    method, depth and hidden_size; pass `next_cursor` back as `cursor` for the next page."""
+    q = owned(select(Checkpoint), Checkpoint, user)
     for col, value in ((Checkpoint.dataset, dataset), (Checkpoint.learngene_id, learngene),
                        (Checkpoint.method, method), (Checkpoint.depth, depth), (Checkpoint.hidden_size, hidden_size)):
         if value is not None:
@@ -61,16 +62,16 @@ def list_checkpoints(session: SessionDep, request: Request, response: Response, 
 
 
 @router.get("/{ckpt_id}", response_model=CheckpointOut)
-def get_checkpoint(ckpt_id: str, session: SessionDep) -> CheckpointOut:
-    return checkpoint_out(_get(session, ckpt_id))
+def get_checkpoint(ckpt_id: CheckpointId, session: SessionDep, user: CurrentUser) -> CheckpointOut:
+    return checkpoint_out(_get(session, user, ckpt_id))
 
 
 @router.delete("/{ckpt_id}", status_code=204, response_class=Response, responses={404: {}})
-def delete(ckpt_id: str, session: SessionDep, store: StoreDep, owner: OwnerDep) -> Response:
+def delete(ckpt_id: CheckpointId, session: SessionDep, store: StoreDep, user: WriterDep) -> Response:
     """Delete one of your checkpoints; its files' blobs go too unless something else holds the same bytes.
     The job that built it stays, without a checkpoint."""
-    ckpt = _get(session, ckpt_id)
-    if ckpt.owner != owner:
+    ckpt = _get(session, user, ckpt_id)
+    if ckpt.owner != user.name:
         raise Problem(404, f"no checkpoint {ckpt_id!r} of yours", type_="checkpoint-not-found")
     delete_checkpoint(session, store, ckpt)
     return Response(status_code=204)
@@ -79,17 +80,18 @@ def delete(ckpt_id: str, session: SessionDep, store: StoreDep, owner: OwnerDep) 
 @router.head("/{ckpt_id}/file", include_in_schema=False)
 @router.get("/{ckpt_id}/file", response_class=Response,
             responses={200: {"content": {"application/octet-stream": {}}}, 206: {}, 304: {}, 409: {}, 416: {}})
-def download(ckpt_id: str, request: Request, session: SessionDep, store: StoreDep,
+def download(ckpt_id: CheckpointId, request: Request, session: SessionDep, store: StoreDep, user: CurrentUser,
              format: Format = "dense") -> Response:
     """The checkpoint file; `ETag` is its sha256, `Range` resumes a partial download."""
-    return _serve(request, _get(session, ckpt_id), store, format)
+    return _serve(request, _get(session, user, ckpt_id), store, format)
 
 
 def _picture_route(name: str, fmt: str) -> None:
     """GET|HEAD /v1/checkpoints/{id}/<name>: one picture (or its numbers) shown inline, ETag-cacheable."""
 
-    def picture(ckpt_id: str, request: Request, session: SessionDep, store: StoreDep) -> Response:
-        return _serve(request, _get(session, ckpt_id), store, fmt, inline=True)
+    def picture(ckpt_id: CheckpointId, request: Request, session: SessionDep, store: StoreDep,
+                user: CurrentUser) -> Response:
+        return _serve(request, _get(session, user, ckpt_id), store, fmt, inline=True)
 
     picture.__name__ = "picture_" + name.replace(".", "_")
     picture.__doc__ = f"{PICTURES[name][1]}; `ETag` = sha256, so `If-None-Match` answers 304."

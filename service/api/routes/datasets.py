@@ -12,8 +12,10 @@ from fine.common import DatasetError
 from learngene_store.collect import delete_dataset, jobs_using
 from learngene_store.datasets import validate_npz
 from learngene_store.models import Dataset
-from service.deps import OwnerDep, SessionDep, SettingsDep, StoreDep
+from service.access import can_see_dataset, visible_datasets
+from service.deps import CurrentUser, DatasetId, SessionDep, SettingsDep, StoreDep, WriterDep
 from service.errors import Problem
+from service.quotas import check_storage_quota
 from service.schemas import DatasetOut
 from service.uploads import check_declared_size, spooled
 
@@ -27,33 +29,35 @@ def _out(d: Dataset) -> DatasetOut:
 
 
 @router.get("", response_model=list[DatasetOut])
-def list_datasets(session: SessionDep) -> list[DatasetOut]:
-    """Built-in datasets first, then uploads (newest first). A job's `dataset` may add a class
+def list_datasets(session: SessionDep, user: CurrentUser) -> list[DatasetOut]:
+    """Built-in datasets first, then your uploads (newest first). A job's `dataset` may add a class
     filter to any of them, e.g. `fashion-mnist:5-9`."""
-    rows = session.execute(select(Dataset).order_by(Dataset.kind, Dataset.created_at.desc())).scalars()
+    rows = session.execute(visible_datasets(select(Dataset), user).order_by(Dataset.kind, Dataset.created_at.desc())).scalars()
     return [_out(d) for d in rows]
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut)
-def get_dataset(dataset_id: str, session: SessionDep) -> DatasetOut:
+def get_dataset(dataset_id: DatasetId, session: SessionDep, user: CurrentUser) -> DatasetOut:
     d = session.get(Dataset, dataset_id)
-    if d is None:
+    if d is None or not can_see_dataset(user, d):
         raise Problem(404, f"no dataset {dataset_id!r}; list them with GET /v1/datasets", type_="dataset-not-found")
     return _out(d)
 
 
 @router.post("", status_code=201, response_model=DatasetOut, responses={413: {}, 422: {}})
 def upload_dataset(request: Request, response: Response, session: SessionDep, store: StoreDep,
-                   settings: SettingsDep, owner: OwnerDep,
+                   settings: SettingsDep, user: WriterDep,
                    file: Annotated[UploadFile, File(description=".npz with uint8 `images` (N,H,W[,C]) "
                                                                 "and optional integer `labels`")],
                    name: Annotated[str | None, Form(max_length=200)] = None) -> DatasetOut:
     """Upload a dataset; it gets an id to use as a job's `dataset`."""
     check_declared_size(request, settings.max_upload_bytes)
-    label = name or file.filename or "upload.npz"
+    owner = user.name
+    label = (name or file.filename or "upload.npz")[:200]
     with spooled(file, settings.max_upload_bytes, settings.work_dir, "upload.npz") as path:
+        check_storage_quota(session, settings, user, path.stat().st_size)
         try:
-            info = validate_npz(path, settings.max_upload_images)
+            info = validate_npz(path, settings.max_upload_images, settings.max_upload_unpacked_bytes)
         except DatasetError as e:
             raise Problem(422, f"{label}: {e}", type_="invalid-dataset") from None
         sha, size = store.put_file(path)
@@ -72,11 +76,11 @@ def upload_dataset(request: Request, response: Response, session: SessionDep, st
 
 
 @router.delete("/{dataset_id}", status_code=204, response_class=Response, responses={403: {}, 404: {}, 409: {}})
-def delete(dataset_id: str, session: SessionDep, store: StoreDep, owner: OwnerDep) -> Response:
+def delete(dataset_id: DatasetId, session: SessionDep, store: StoreDep, user: WriterDep) -> Response:
     """Delete one of your uploads (not while a queued or running job trains on it); its blob goes too
     unless another upload holds the same bytes. Checkpoints trained on it stay."""
     d = session.get(Dataset, dataset_id)
-    if d is None or (d.kind == "upload" and d.owner != owner):
+    if d is None or (d.kind == "upload" and d.owner != user.name):
         raise Problem(404, f"no dataset {dataset_id!r} of yours; list them with GET /v1/datasets",
                       type_="dataset-not-found")
     if d.kind != "upload":

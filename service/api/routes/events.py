@@ -22,7 +22,8 @@ from fastapi.responses import StreamingResponse
 from learngene_store import events as job_events
 from learngene_store.db import session_factory
 from learngene_store.models import FINAL_STATUSES, Job
-from service.deps import OwnerDep, SessionDep, SettingsDep
+from service.access import owns
+from service.deps import CurrentUser, JobId, SessionDep, SettingsDep
 from service.errors import Problem
 from service.jobs_view import job_out
 from service.settings import ApiSettings
@@ -86,7 +87,7 @@ async def _stream(request: Request, settings: ApiSettings, job_id: str, seen: in
 
 @router.get("/{job_id}/events", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}}, 404: {}})
-def job_events_stream(job_id: str, request: Request, session: SessionDep, settings: SettingsDep, owner: OwnerDep,
+def job_events_stream(job_id: JobId, request: Request, session: SessionDep, settings: SettingsDep, user: CurrentUser,
                       last_event_id: Annotated[str | None, Header(max_length=32)] = None,
                       after: Annotated[int | None, Query(ge=0, description="resume after this event number "
                                                          "(what Last-Event-ID does, for clients that cannot set it)")] = None,
@@ -96,7 +97,7 @@ def job_events_stream(job_id: str, request: Request, session: SessionDep, settin
     Every event but `end` carries an `id` (its number in the job's log); reconnect with `Last-Event-ID`
     (or `?after=`) to resume without missing any."""
     job = session.get(Job, job_id)
-    if job is None or job.owner != owner:
+    if job is None or not owns(user, job.owner):
         raise Problem(404, f"no job {job_id!r}; list jobs with GET /v1/jobs", type_="job-not-found")
     seen = _resume_point(last_event_id, after)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

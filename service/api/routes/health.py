@@ -7,6 +7,7 @@ import time
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from dispatch.broker import check_broker
 from learngene_store.models import JOB_STATUSES, Job
@@ -46,9 +47,15 @@ def readyz(request: Request, session: SessionDep, celery: CeleryDep, store: Stor
     return JSONResponse({"status": "ready", "checks": checks})
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}})
 def metrics(session: SessionDep) -> Response:
-    counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
-    for status in JOB_STATUSES:
-        JOBS_BY_STATUS.labels(status).set(counts.get(status, 0))
+    """Prometheus metrics; with the database down the job gauges keep their last values."""
+    try:
+        counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+    except SQLAlchemyError:
+        session.rollback()
+    else:
+        for status in JOB_STATUSES:
+            JOBS_BY_STATUS.labels(status).set(counts.get(status, 0))
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

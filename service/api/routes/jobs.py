@@ -5,16 +5,18 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select
 
 from fine.spec import JobSpec
 from learngene_store import jobs as job_states
-from learngene_store.models import Job
-from service.deps import CeleryDep, JsonBody, OwnerDep, SessionDep, SettingsDep
+from learngene_store.models import Job, User
+from service.access import owned, owns
+from service.deps import CeleryDep, CurrentUser, IdempotencyKey, JobId, JsonBody, SessionDep, SettingsDep, WriterDep
 from service.errors import Problem
 from service.jobs_view import job_out
 from service.pagination import newest_first
+from service.quotas import check_job_quota
 from service.schemas import JobOut, Page, Status
 from service.submit import submit
 from service.validation import validate_spec
@@ -23,9 +25,9 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 log = logging.getLogger(__name__)
 
 
-def _get(session: SessionDep, job_id: str) -> Job:
+def _get(session: SessionDep, user: User, job_id: str) -> Job:
     job = session.get(Job, job_id, populate_existing=True)
-    if job is None:
+    if job is None or not owns(user, job.owner):
         raise Problem(404, f"no job {job_id!r}; list jobs with GET /v1/jobs", type_="job-not-found")
     return job
 
@@ -33,30 +35,33 @@ def _get(session: SessionDep, job_id: str) -> Job:
 @router.post("", status_code=202, response_model=JobOut, dependencies=[JsonBody],
              responses={409: {"description": "no learngene"}, 422: {"description": "invalid spec"}})
 def create_job(spec: JobSpec, response: Response, session: SessionDep, settings: SettingsDep,
-               celery: CeleryDep, owner: OwnerDep,
-               idempotency_key: Annotated[str | None, Header(max_length=256)] = None) -> JobOut:
+               celery: CeleryDep, user: WriterDep,
+               idempotency_key: IdempotencyKey = None) -> JobOut:
     """Validate a spec and queue a job; 202 + Location. Repeating a request with the same
     `Idempotency-Key` returns the same job instead of a new one."""
 
     def build() -> dict:
-        resolved = validate_spec(session, spec)
+        resolved = validate_spec(session, spec, user)
+        check_job_quota(session, settings, user, spec.sigma_steps_run + spec.finetune_steps)
         return {"spec": {**resolved.spec, "warnings": resolved.warnings}, "learngene_id": resolved.learngene.id,
                 "dataset": spec.dataset, "method": spec.method,
                 "total": spec.sigma_steps_run + spec.finetune_steps}
 
-    job = submit(session, settings, celery, response, owner=owner, idempotency_key=idempotency_key, kind="init",
+    job = submit(session, settings, celery, response, owner=user.name, idempotency_key=idempotency_key, kind="init",
                  body=spec.model_dump(), build=build)
     return job_out(job)
 
 
 @router.get("", response_model=Page[JobOut])
-def list_jobs(session: SessionDep, request: Request, response: Response,
-              status: Status | None = None, learngene: str | None = None, dataset: str | None = None,
-              method: str | None = None, kind: Literal["init", "pretrain"] | None = None,
-              cursor: str | None = None,
+def list_jobs(session: SessionDep, user: CurrentUser, request: Request, response: Response,
+              status: Status | None = None, learngene: Annotated[str | None, Query(max_length=128)] = None,
+              dataset: Annotated[str | None, Query(max_length=256)] = None,
+              method: Annotated[str | None, Query(max_length=32)] = None,
+              kind: Literal["init", "pretrain"] | None = None,
+              cursor: Annotated[str | None, Query(max_length=256)] = None,
               limit: Annotated[int, Query(ge=1, le=100)] = 20) -> Page[JobOut]:
-    """Newest first; pass `next_cursor` back as `cursor` for the next page."""
-    q = select(Job)
+    """Your jobs (an admin's: everyone's), newest first; pass `next_cursor` back as `cursor` for the next page."""
+    q = owned(select(Job), Job, user)
     if kind is not None:
         q = q.where(Job.kind == kind)
     for col, value in ((Job.status, status), (Job.learngene_id, learngene), (Job.dataset, dataset),
@@ -68,14 +73,14 @@ def list_jobs(session: SessionDep, request: Request, response: Response,
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: str, session: SessionDep) -> JobOut:
-    return job_out(_get(session, job_id))
+def get_job(job_id: JobId, session: SessionDep, user: CurrentUser) -> JobOut:
+    return job_out(_get(session, user, job_id))
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut)
-def cancel_job(job_id: str, session: SessionDep) -> JobOut:
+def cancel_job(job_id: JobId, session: SessionDep, user: WriterDep) -> JobOut:
     """Cooperative cancel: a queued job is canceled at once, a running one stops at its next step."""
-    job = _get(session, job_id)
+    job = _get(session, user, job_id)
     if job_states.is_final(job.status) and job.status != "canceled":
         raise Problem(409, f"job {job_id} already {job.status}; only queued or running jobs can be canceled",
                       type_="job-finished")

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -17,14 +16,17 @@ from starlette.formparsers import MultiPartException
 
 from fine.common import maybe_json
 from fine.spec import PretrainSpec
+from learngene_store.accounts import aliases_of
 from learngene_store.blobs import BlobCorrupt, BlobMissing, BlobStore
 from learngene_store.catalog import DuplicateLearngene, register_learngene
 from learngene_store.learngene_meta import LearngeneMetaError, normalize, read_safetensors_header
-from learngene_store.models import Checkpoint, Learngene, LearngeneFile
-from service.deps import CeleryDep, OwnerDep, SessionDep, SettingsDep, StoreDep
+from learngene_store.models import Checkpoint, Learngene, LearngeneFile, User
+from service.access import can_see_learngene, owned, visible_learngenes
+from service.deps import CeleryDep, CurrentUser, IdempotencyKey, LearngeneId, SessionDep, SettingsDep, StoreDep, WriterDep
 from service.downloads import serve_blob
 from service.errors import Problem
 from service.jobs_view import job_out
+from service.quotas import check_job_quota, check_storage_quota
 from service.schemas import DescendantOut, LearngeneDetail, LearngeneOut, PictureOut
 from service.settings import ApiSettings
 from service.submit import submit
@@ -34,41 +36,46 @@ from service.validation import validate_pretrain
 router = APIRouter(prefix="/v1/learngenes", tags=["learngenes"])
 
 
-def _summary(lg: Learngene, descendants: int) -> dict:
-    return dict(id=lg.id, sha256=lg.sha256, bytes=lg.bytes, hidden_size=lg.hidden_size, head_dim=lg.head_dim,
+def _summary(lg: Learngene, descendants: int, aliases: list[str]) -> dict:
+    return dict(id=lg.id, owner=lg.owner, public=lg.public, aliases=aliases, sha256=lg.sha256, bytes=lg.bytes,
+                hidden_size=lg.hidden_size, head_dim=lg.head_dim,
                 depth=lg.depth, rank=lg.rank, patch_size=lg.patch_size, image_size=lg.image_size,
                 in_channels=lg.in_channels, num_classes=lg.num_classes, source_dataset=lg.source_dataset,
                 steps=lg.steps, widths=lg.widths, created_at=lg.created_at, descendants_count=descendants,
                 links={"self": f"/v1/learngenes/{lg.id}", "file": f"/v1/learngenes/{lg.id}/file"})
 
 
-def _get(session: SessionDep, lg_id: str) -> Learngene:
+def _get(session: SessionDep, user: User, lg_id: str) -> Learngene:
     lg = session.get(Learngene, lg_id)
-    if lg is None:
+    if lg is None or not can_see_learngene(user, lg):
         raise Problem(404, f"no learngene {lg_id!r}; list them with GET /v1/learngenes",
                       type_="learngene-not-found")
     return lg
 
 
 @router.get("", response_model=list[LearngeneOut])
-def list_learngenes(session: SessionDep) -> list[LearngeneOut]:
-    """All learngene sets, newest first (the newest is the default for new jobs)."""
-    counts = dict(session.execute(select(Checkpoint.learngene_id, func.count()).group_by(Checkpoint.learngene_id))
-                  .all())
-    rows = session.execute(select(Learngene).order_by(Learngene.created_at.desc(), Learngene.id.desc())).scalars()
-    return [LearngeneOut(**_summary(lg, counts.get(lg.id, 0))) for lg in rows]
+def list_learngenes(session: SessionDep, user: CurrentUser) -> list[LearngeneOut]:
+    """The public learngene sets and yours, newest first; `aliases` shows which one is the `default`
+    for new jobs (an admin moves it with PUT /v1/aliases/default)."""
+    counts = dict(session.execute(owned(select(Checkpoint.learngene_id, func.count()), Checkpoint, user)
+                                  .group_by(Checkpoint.learngene_id)).all())
+    aliases = aliases_of(session)
+    rows = session.execute(visible_learngenes(select(Learngene), user)
+                           .order_by(Learngene.created_at.desc(), Learngene.id.desc())).scalars()
+    return [LearngeneOut(**_summary(lg, counts.get(lg.id, 0), aliases.get(lg.id, []))) for lg in rows]
 
 
 @router.get("/{lg_id}", response_model=LearngeneDetail)
-def get_learngene(lg_id: str, session: SessionDep) -> LearngeneDetail:
-    lg = _get(session, lg_id)
-    rows = session.execute(select(Checkpoint).where(Checkpoint.learngene_id == lg.id)
+def get_learngene(lg_id: LearngeneId, session: SessionDep, user: CurrentUser) -> LearngeneDetail:
+    lg = _get(session, user, lg_id)
+    rows = session.execute(owned(select(Checkpoint), Checkpoint, user).where(Checkpoint.learngene_id == lg.id)
                            .order_by(Checkpoint.created_at.desc()).limit(500)).scalars().all()
     desc = [DescendantOut(checkpoint_id=c.id, job_id=c.job_id, depth=c.depth, hidden_size=c.hidden_size,
                           dataset=c.dataset, method=c.method, created_at=c.created_at) for c in rows]
     pictures = [PictureOut(name=f.name, media_type=f.media_type, sha256=f.sha256, bytes=f.bytes,
                            url=f"/v1/learngenes/{lg.id}/pictures/{f.name}") for f in _pictures(session, lg.id)]
-    return LearngeneDetail(**_summary(lg, len(desc)), meta=lg.meta, descendants=desc, pictures=pictures)
+    return LearngeneDetail(**_summary(lg, len(desc), aliases_of(session).get(lg.id, [])), meta=lg.meta,
+                           descendants=desc, pictures=pictures)
 
 
 def _pictures(session: Session, lg_id: str) -> list[LearngeneFile]:
@@ -79,10 +86,11 @@ def _pictures(session: Session, lg_id: str) -> list[LearngeneFile]:
 @router.head("/{lg_id}/pictures/{name}", include_in_schema=False)
 @router.get("/{lg_id}/pictures/{name}", response_class=Response,
             responses={200: {"content": {"image/png": {}}}, 304: {}, 404: {}})
-def learngene_picture(lg_id: str, name: str, request: Request, session: SessionDep, store: StoreDep) -> Response:
+def learngene_picture(lg_id: LearngeneId, name: str, request: Request, session: SessionDep, store: StoreDep,
+                      user: CurrentUser) -> Response:
     """A picture of the set (`curve.png`: its pre-training loss; `samples_w<width>.png`: samples at each
     offered width), inline; `ETag` = sha256."""
-    _get(session, lg_id)
+    _get(session, user, lg_id)
     f = next((p for p in _pictures(session, lg_id) if p.name == name), None)
     if f is None:
         have = ", ".join(p.name for p in _pictures(session, lg_id)) or "none"
@@ -96,8 +104,9 @@ def learngene_picture(lg_id: str, name: str, request: Request, session: SessionD
 
 @router.head("/{lg_id}/file", include_in_schema=False)
 @router.get("/{lg_id}/file", response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}})
-def download_learngene(lg_id: str, request: Request, session: SessionDep, store: StoreDep) -> Response:
-    lg = _get(session, lg_id)
+def download_learngene(lg_id: LearngeneId, request: Request, session: SessionDep, store: StoreDep,
+                       user: CurrentUser) -> Response:
+    lg = _get(session, user, lg_id)
     try:
         path = store.local_path(lg.sha256)
     except (BlobCorrupt, BlobMissing) as e:
@@ -125,15 +134,17 @@ REGISTER_DOC = {
 @router.post("", status_code=201, response_model=None, openapi_extra=REGISTER_DOC,
              responses={409: {"description": "already registered"}, 413: {}, 415: {}, 422: {}})
 async def register(request: Request, session: SessionDep, store: StoreDep, settings: SettingsDep,
-                   celery: CeleryDep, owner: OwnerDep,
-                   idempotency_key: Annotated[str | None, Header(max_length=256)] = None) -> Response:
+                   celery: CeleryDep, user: WriterDep, idempotency_key: IdempotencyKey = None) -> Response:
     """Register a learngene set, either
 
     - **upload** (`multipart/form-data`): the safetensors `file`, its metadata in the file's
       `__metadata__` or in a `config` field (the `config.json` sidecar) -> 201; or
     - **pre-train** (`application/json`, a `PretrainSpec`): queue a pre-training job -> 202 +
       `Location` of the job; when it succeeds its learngene set is registered and linked from it.
+
+    An admin's sets are public; anyone else's are private to them. Neither moves the `default` alias.
     """
+    owner = user.name
     media = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     if media == "application/json" or media.endswith("+json"):
         try:
@@ -144,8 +155,7 @@ async def register(request: Request, session: SessionDep, store: StoreDep, setti
         job = await run_in_threadpool(
             submit, session, settings, celery, response, owner=owner, idempotency_key=idempotency_key,
             kind="pretrain", body=spec.model_dump(),
-            build=lambda: {"spec": validate_pretrain(session, spec), "learngene_id": None,
-                           "dataset": spec.dataset, "method": "pretrain", "total": spec.steps})
+            build=lambda: _pretrain_job(session, settings, user, spec))
         body = job_out(job).model_dump(mode="json")
         headers = {k: v for k, v in response.headers.items() if k in ("location", "idempotent-replayed")}
         return JSONResponse(body, status_code=202, headers=headers)
@@ -164,13 +174,21 @@ async def register(request: Request, session: SessionDep, store: StoreDep, setti
                       type_="invalid-learngene")
     if config is not None and not isinstance(config, str):
         raise Problem(422, "config: send the config.json sidecar as a text field", type_="invalid-learngene")
-    lg = await run_in_threadpool(_register_upload, session, store, settings, owner, upload, config)
-    detail = LearngeneDetail(**_summary(lg, 0), meta=lg.meta, descendants=[])
+    lg = await run_in_threadpool(_register_upload, session, store, settings, user, upload, config)
+    detail = LearngeneDetail(**_summary(lg, 0, []), meta=lg.meta, descendants=[])
     return JSONResponse(detail.model_dump(mode="json"), status_code=201,
                         headers={"Location": f"/v1/learngenes/{lg.id}"})
 
 
-def _register_upload(session: Session, store: BlobStore, settings: ApiSettings, owner: str,
+def _pretrain_job(session: Session, settings: ApiSettings, user: User, spec: PretrainSpec) -> dict:
+    """The Job columns of a valid pre-training request within the caller's quotas."""
+    resolved = validate_pretrain(session, spec, user)
+    check_job_quota(session, settings, user, spec.steps)
+    return {"spec": resolved, "learngene_id": None, "dataset": spec.dataset, "method": "pretrain",
+            "total": spec.steps}
+
+
+def _register_upload(session: Session, store: BlobStore, settings: ApiSettings, user: User,
                      file: StarletteUploadFile, config: str | None) -> Learngene:
     sidecar: dict = {}
     if config:
@@ -181,13 +199,14 @@ def _register_upload(session: Session, store: BlobStore, settings: ApiSettings, 
         if not isinstance(sidecar, dict):
             raise Problem(422, "config must be a JSON object", type_="invalid-learngene")
     with spooled(file, settings.max_upload_bytes, settings.work_dir, "learngene.safetensors") as path:
+        check_storage_quota(session, settings, user, path.stat().st_size)
         try:
             header = read_safetensors_header(path)
             _check_layout(header, path)
             meta = {k: maybe_json(v) for k, v in (header.get("__metadata__") or {}).items()}
             meta.update(sidecar)
             meta = normalize(meta, file.filename or "upload")
-            return register_learngene(session, store, path, meta, owner=owner)
+            return register_learngene(session, store, path, meta, owner=user.name, public=user.is_admin)
         except LearngeneMetaError as e:
             raise Problem(422, str(e), type_="invalid-learngene") from None
         except DuplicateLearngene as e:
