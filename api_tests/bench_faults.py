@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
+import shlex
 import signal
 import subprocess
 import tempfile
@@ -202,8 +203,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
 def report(results: list[dict], a: argparse.Namespace, seconds: float) -> None:
     cols = ["submitted", "succeeded", "re-run (attempts > 1)", "failed with a reason", "failed without", "lost", "stuck",
             "duplicate checkpoints", "undocumented answers"]
+    restarts = "".join(f" --{flag} {shlex.quote(cmd)}" for flag, cmd in (("redis-restart", a.redis_restart),
+                                                                          ("postgres-restart", a.postgres_restart)) if cmd)
     lines = ["# Fault benchmark", "", f"Command: `python -m api_tests.bench_faults --kills {a.kills} --concurrent "
-             f"{a.concurrent} --users {a.users}` ({seconds:.0f} s; real Redis, PostgreSQL, one API, two workers; "
+             f"{a.concurrent} --users {a.users}{restarts}` ({seconds:.0f} s; real Redis, PostgreSQL, one API, two workers; "
              f"jobs: {json.dumps(JOB)}).", "",
              "| round | " + " | ".join(cols) + " | answers |", "| --- |" + " --- |" * (len(cols) + 1)]
     for r in results:
