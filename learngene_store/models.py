@@ -75,6 +75,7 @@ class Learngene(Base):
     meta: Mapped[dict[str, Any]] = mapped_column(JSON)  # the full config.json sidecar
     owner: Mapped[str] = mapped_column(String(128), default="anonymous")
     public: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")  # seen by every user
+    tags: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")  # PUT /v1/learngenes/{id}/tags
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 

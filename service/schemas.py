@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 Status = Literal["queued", "running", "succeeded", "failed", "canceled"]
 
@@ -102,6 +102,7 @@ class LearngeneOut(BaseModel):
     owner: str
     public: bool
     aliases: list[str] = Field(default_factory=list, description="alias names pointing here, e.g. default")
+    tags: list[str] = Field(default_factory=list, description="labels its owner put on it (PUT .../tags)")
     links: dict[str, str]
 
 
@@ -131,6 +132,19 @@ class DatasetOut(BaseModel):
     sha256: str | None
     bytes: int | None
     created_at: datetime
+
+
+TAG_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,31}$"
+MAX_TAGS = 16
+
+
+class TagsIn(BaseModel):
+    """The whole tag list of a learngene set (it replaces the old one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tags: list[Annotated[str, StringConstraints(pattern=TAG_PATTERN)]] = Field(
+        max_length=MAX_TAGS, description=f"at most {MAX_TAGS} tags: 1-32 lowercase letters, digits, '.', '_' or '-'")
 
 
 class AliasIn(BaseModel):

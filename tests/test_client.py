@@ -20,7 +20,8 @@ def _echo(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, json={"authorization": request.headers.get("authorization")})
 
 
-def test_the_key_goes_as_bearer_from_the_flag_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_key_goes_as_bearer_from_the_flag_or_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("FINE_HOME", str(tmp_path))  # no local admin key unless this test writes one
     transport = httpx.MockTransport(_echo)
     assert Client("http://api", "k1", transport=transport).datasets() == {"authorization": "Bearer k1"}
     monkeypatch.setenv("FINE_API_KEY", "k2")
@@ -29,6 +30,8 @@ def test_the_key_goes_as_bearer_from_the_flag_or_the_environment(monkeypatch: py
     assert c.url == "http://other" and c.datasets() == {"authorization": "Bearer k2"}
     monkeypatch.delenv("FINE_API_KEY")
     assert Client("http://api", transport=transport).datasets() == {"authorization": None}
+    (tmp_path / "admin.key").write_text("k3\n")  # the embedded service's key on this machine, as a last resort
+    assert Client("http://api", transport=transport).datasets() == {"authorization": "Bearer k3"}
 
 
 def test_an_error_is_the_problem_detail_in_one_line() -> None:

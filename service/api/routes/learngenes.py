@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -21,13 +22,23 @@ from learngene_store.blobs import BlobCorrupt, BlobMissing, BlobStore
 from learngene_store.catalog import DuplicateLearngene, register_learngene
 from learngene_store.learngene_meta import LearngeneMetaError, normalize, read_safetensors_header
 from learngene_store.models import Checkpoint, Learngene, LearngeneFile, User
-from service.access import can_see_learngene, owned, visible_learngenes
-from service.deps import CeleryDep, CurrentUser, IdempotencyKey, LearngeneId, SessionDep, SettingsDep, StoreDep, WriterDep
+from service.access import can_see_learngene, owned, owns, visible_learngenes
+from service.deps import (
+    CeleryDep,
+    CurrentUser,
+    IdempotencyKey,
+    JsonBody,
+    LearngeneId,
+    SessionDep,
+    SettingsDep,
+    StoreDep,
+    WriterDep,
+)
 from service.downloads import serve_blob
 from service.errors import Problem
 from service.jobs_view import job_out
 from service.quotas import check_job_quota, check_storage_quota
-from service.schemas import DescendantOut, LearngeneDetail, LearngeneOut, PictureOut
+from service.schemas import DescendantOut, LearngeneDetail, LearngeneOut, PictureOut, TagsIn
 from service.settings import ApiSettings
 from service.submit import submit
 from service.uploads import spooled
@@ -42,6 +53,7 @@ def _summary(lg: Learngene, descendants: int, aliases: list[str]) -> dict:
                 depth=lg.depth, rank=lg.rank, patch_size=lg.patch_size, image_size=lg.image_size,
                 in_channels=lg.in_channels, num_classes=lg.num_classes, source_dataset=lg.source_dataset,
                 steps=lg.steps, widths=lg.widths, created_at=lg.created_at, descendants_count=descendants,
+                tags=list(lg.tags or []),
                 links={"self": f"/v1/learngenes/{lg.id}", "file": f"/v1/learngenes/{lg.id}/file"})
 
 
@@ -54,7 +66,9 @@ def _get(session: SessionDep, user: User, lg_id: str) -> Learngene:
 
 
 @router.get("", response_model=list[LearngeneOut])
-def list_learngenes(session: SessionDep, user: CurrentUser) -> list[LearngeneOut]:
+def list_learngenes(session: SessionDep, user: CurrentUser,
+                    tag: Annotated[str | None, Query(max_length=32, description="only sets with this tag")] = None,
+                    ) -> list[LearngeneOut]:
     """The public learngene sets and yours, newest first; `aliases` shows which one is the `default`
     for new jobs (an admin moves it with PUT /v1/aliases/default)."""
     counts = dict(session.execute(owned(select(Checkpoint.learngene_id, func.count()), Checkpoint, user)
@@ -62,7 +76,24 @@ def list_learngenes(session: SessionDep, user: CurrentUser) -> list[LearngeneOut
     aliases = aliases_of(session)
     rows = session.execute(visible_learngenes(select(Learngene), user)
                            .order_by(Learngene.created_at.desc(), Learngene.id.desc())).scalars()
-    return [LearngeneOut(**_summary(lg, counts.get(lg.id, 0), aliases.get(lg.id, []))) for lg in rows]
+    # Tags are filtered here, not in SQL: JSON containment differs between SQLite and PostgreSQL.
+    return [LearngeneOut(**_summary(lg, counts.get(lg.id, 0), aliases.get(lg.id, []))) for lg in rows
+            if tag is None or tag in (lg.tags or [])]
+
+
+@router.put("/{lg_id}/tags", response_model=LearngeneOut, dependencies=[JsonBody],
+            responses={403: {"description": "not your set"}, 404: {}})
+def put_tags(lg_id: LearngeneId, body: TagsIn, session: SessionDep, user: WriterDep) -> LearngeneOut:
+    """Replace the tags of one of your learngene sets (an admin's: any set)."""
+    lg = _get(session, user, lg_id)
+    if not owns(user, lg.owner):
+        raise Problem(403, f"learngene {lg_id} belongs to {lg.owner}: only its owner or an admin tags it",
+                      type_="not-your-learngene")
+    lg.tags = sorted(set(body.tags))
+    session.commit()
+    count = session.execute(owned(select(func.count()).select_from(Checkpoint), Checkpoint, user)
+                            .where(Checkpoint.learngene_id == lg.id)).scalar_one()
+    return LearngeneOut(**_summary(lg, count, aliases_of(session).get(lg.id, [])))
 
 
 @router.get("/{lg_id}", response_model=LearngeneDetail)
