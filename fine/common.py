@@ -1,8 +1,8 @@
-"""Torch-free rules the method shares with persistence (standard library and numpy only).
+"""Torch-free rules the method shares with persistence (standard library, numpy and fine.spec only).
 
-Dataset names with class filters, the arrays an uploaded `.npz` must hold, file hashes and the
-JSON-or-string values of safetensors metadata: fine.data / fine.formats and learngene_store use
-these, so the API (which never imports torch) and the worker apply the same rules.
+The arrays an uploaded `.npz` must hold, file hashes and the JSON-or-string values of safetensors
+metadata: fine.data / fine.formats and learngene_store use these, so the API (which never imports
+torch) and the worker apply the same rules. Dataset names are the job spec's (fine.spec).
 """
 
 from __future__ import annotations
@@ -13,31 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fine.spec import MAX_CLASSES, DatasetError
+
 MIN_IMAGES = 8  # fewer images than this cannot even fill one evaluation batch
-MAX_CLASSES = 1000
 MAX_SIDE = 256
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be used; the message is one line a person can act on."""
-
-
-def parse_dataset_name(name: str) -> tuple[str, list[int] | None]:
-    """'fashion-mnist:5-9' -> ('fashion-mnist', [5, 6, 7, 8, 9])."""
-    base, _, spec = name.partition(":")
-    if not spec:
-        return base, None
-    classes: list[int] = []
-    try:
-        for part in spec.split(","):
-            lo, _, hi = part.partition("-")
-            a, b = int(lo), int(hi or lo)
-            if b < a or b - a > MAX_CLASSES:
-                raise ValueError
-            classes.extend(range(a, b + 1))
-    except ValueError:
-        raise DatasetError(f"bad class filter {spec!r} in {name!r}: use e.g. ':5-9' or ':0,2,4'") from None
-    return base, sorted(set(classes))
 
 
 def check_arrays(x: np.ndarray, y: np.ndarray | None, max_images: int = 200_000) -> tuple[np.ndarray, int]:

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from fine.colour import COLOUR_DATASETS, load_colour
-from fine.common import DatasetError, check_arrays
-from fine.common import parse_dataset_name as parse_name
+from fine.common import check_arrays
+from fine.spec import DatasetError
+from fine.spec import parse_dataset_name as parse_name
 
 FASHION_DIR = Path(os.environ.get("FINE_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 BUILTIN = ("fashion-mnist", "mnist-5k", "digits", *COLOUR_DATASETS)

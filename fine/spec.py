@@ -57,11 +57,34 @@ def default_subnet_depths(depth: int) -> list[int]:
     """Depths a depth-aware ancestry trains besides its own: 1 .. 1.5x its depth (deeper descendants too:
     a depth-6 probe's depth-12 descendant had held-out 0.238 at assembly untrained, 0.089 trained)."""
     return [d for d in range(1, int(SUBNET_DEPTH_FACTOR * depth) + 1) if d != depth]
+MAX_CLASSES = 1000  # of a dataset (labels 0..MAX_CLASSES-1), and of a class filter's range
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 MAX_DATASET_NAME = 256  # the registry's column widths: longer strings are a 422, never a database error
 MAX_LEARNGENE_ID = 128
 MAX_LIST = 64  # widths, depths
 DEFAULT_LEARNGENE = Path("learngenes/default/learngene.safetensors")  # the shipped set, relative to the checkout
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used; the message is one line a person can act on."""
+
+
+def parse_dataset_name(name: str) -> tuple[str, list[int] | None]:
+    """'fashion-mnist:5-9' -> ('fashion-mnist', [5, 6, 7, 8, 9])."""
+    base, _, spec = name.partition(":")
+    if not spec:
+        return base, None
+    classes: list[int] = []
+    try:
+        for part in spec.split(","):
+            lo, _, hi = part.partition("-")
+            a, b = int(lo), int(hi or lo)
+            if b < a or b - a > MAX_CLASSES:
+                raise ValueError
+            classes.extend(range(a, b + 1))
+    except ValueError:
+        raise DatasetError(f"bad class filter {spec!r} in {name!r}: use e.g. ':5-9' or ':0,2,4'") from None
+    return base, sorted(set(classes))
 
 
 def default_learngene(path: Path | str = DEFAULT_LEARNGENE) -> Path:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fine.common import DatasetError, check_arrays
+from fine.common import check_arrays
+from fine.spec import DatasetError
 
 
 @dataclass(frozen=True)

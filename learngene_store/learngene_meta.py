@@ -78,10 +78,14 @@ def normalize(meta: dict[str, Any], name: str) -> dict[str, Any]:
     return out
 
 
+def header_metadata(header: dict[str, Any]) -> dict[str, Any]:
+    """The `__metadata__` of a safetensors header, each value parsed back from JSON where it is JSON."""
+    return {k: maybe_json(v) for k, v in (header.get("__metadata__") or {}).items()}
+
+
 def read_metadata(path: Path) -> dict[str, Any]:
     """Metadata of a learngene file: sidecar `config.json` first, then the safetensors header."""
-    header = read_safetensors_header(path)
-    meta: dict[str, Any] = {k: maybe_json(v) for k, v in (header.get("__metadata__") or {}).items()}
+    meta = header_metadata(read_safetensors_header(path))
     sidecar = path.with_name("config.json")
     if sidecar.exists():
         meta.update(json.loads(sidecar.read_text()))

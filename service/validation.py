@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fine.common import DatasetError
-from fine.common import parse_dataset_name as parse_name
-from fine.spec import JobSpec, PretrainSpec
+from fine.spec import DatasetError, JobSpec, PretrainSpec
+from fine.spec import parse_dataset_name as parse_name
 from learngene_store.accounts import DEFAULT_ALIAS, alias_target
 from learngene_store.models import Dataset, Learngene, User
 from service.access import can_see_dataset, can_see_learngene, visible_learngenes

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fine.common import DatasetError
-from fine.common import parse_dataset_name as parse_name
+from fine.spec import DatasetError
+from fine.spec import parse_dataset_name as parse_name
 from learngene_store.datasets import validate_arrays, validate_npz
 
 

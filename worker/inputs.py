@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from fine.common import parse_dataset_name as parse_name
+from fine.spec import parse_dataset_name as parse_name
 from learngene_store.blobs import BlobStore, copy_out
 from learngene_store.models import Dataset, Learngene
 

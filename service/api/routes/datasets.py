@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from sqlalchemy import select
 
-from fine.common import DatasetError
+from fine.spec import DatasetError
 from learngene_store.collect import delete_dataset, jobs_using
 from learngene_store.datasets import validate_npz
 from learngene_store.models import Dataset

@@ -15,12 +15,11 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.formparsers import MultiPartException
 
-from fine.common import maybe_json
 from fine.spec import PretrainSpec
 from learngene_store.accounts import aliases_of
 from learngene_store.blobs import BlobCorrupt, BlobMissing, BlobStore
 from learngene_store.catalog import DuplicateLearngene, register_learngene
-from learngene_store.learngene_meta import LearngeneMetaError, normalize, read_safetensors_header
+from learngene_store.learngene_meta import LearngeneMetaError, header_metadata, normalize, read_safetensors_header
 from learngene_store.models import Checkpoint, Learngene, LearngeneFile, User
 from service.access import can_see_learngene, owned, owns, visible_learngenes
 from service.deps import (
@@ -234,7 +233,7 @@ def _register_upload(session: Session, store: BlobStore, settings: ApiSettings, 
         try:
             header = read_safetensors_header(path)
             _check_layout(header, path)
-            meta = {k: maybe_json(v) for k, v in (header.get("__metadata__") or {}).items()}
+            meta = header_metadata(header)
             meta.update(sidecar)
             meta = normalize(meta, file.filename or "upload")
             return register_learngene(session, store, path, meta, owner=user.name, public=user.is_admin)
