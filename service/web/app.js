@@ -120,7 +120,7 @@ async function buildForm() {
       for (const o of options) {
         const opt = document.createElement("option");
         opt.value = o;
-        opt.textContent = o || "(default: the newest)";
+        opt.textContent = o || "(the default alias)";
         input.appendChild(opt);
       }
       if (p.default !== undefined) input.value = p.default;
