@@ -141,14 +141,16 @@ def apply_sigma_init(model, kind: str, seed: int) -> None:
 
 def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecfg: EvalConfig,
               grids: Callable[[int], Path] | None = None, ckpt: Checkpointing | None = None,
-              keep: Callable[[torch.nn.Module], None] | None = None, full_optim: OptimConfig | None = None) -> dict:
+              keep: Callable[[torch.nn.Module], None] | None = None, full_optim: OptimConfig | None = None,
+              sigma_optim: OptimConfig | None = None) -> dict:
     """Train one descendant, measuring along the way.
 
     `grids(k)` names the sample grid PNG after k full steps: one of the final model, and for scratch
     one at each FD point too (a scratch run's shorter budgets exist only mid-run).
 
     `keep` is handed the final model (for diagnostics that look further than the record).
-    `full_optim` replaces the dense phase's optimiser settings (default: fine.spec.FINETUNE_OPTIM).
+    `full_optim` / `sigma_optim` replace the dense phase's / the sigma stage's optimiser settings
+    (defaults: fine.spec.FINETUNE_OPTIM / SIGMA_OPTIM).
 
     With `ckpt`, the dense phase is checkpointed and a run found there continues exactly where it
     stopped (same batches, noise and measurements as an uninterrupted run); the file is removed at the end.
@@ -220,7 +222,7 @@ def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecf
     # ... and a target with other pixels (channels, size) its input/output layers (as the service does).
     parts = adaptation_parts(lg.cfg, subset) if saved is None and spec.sigma_steps_run > 0 else ()
     model = train_descendant(model, subset, spec, train_labels=train_labels, train_parts=parts, hooks=hooks,
-                             finetune_optim=full_optim, resume=resume)
+                             finetune_optim=full_optim, sigma_optim=sigma_optim, resume=resume)
     final = curve[-1]["heldout"]
     if grids is not None:
         save_grid(model, grids(run.full_steps), test, ecfg, run.seed)

@@ -152,13 +152,15 @@ def train_descendant(
     train_parts: tuple[str, ...] = (),
     hooks: Hooks | None = None,
     finetune_optim: OptimConfig | None = None,
+    sigma_optim: OptimConfig | None = None,
     resume: DenseResume | None = None,
     timings: dict[str, float] | None = None,
 ) -> DiT:
     """The sigma stage (methods that have one) and dense fine-tuning; returns the trained model.
 
     `train_parts`: body parts that also train in the sigma stage (see `adaptation_parts`).
-    `finetune_optim` replaces the dense phase's optimiser (default: fine.spec.FINETUNE_OPTIM);
+    `finetune_optim` replaces the dense phase's optimiser (default: fine.spec.FINETUNE_OPTIM), and
+    `sigma_optim` the sigma stage's (default: fine.spec.SIGMA_OPTIM);
     `resume` skips what it saved and continues the dense phase exactly where it stopped.
     """
     hooks = hooks or Hooks()
@@ -170,7 +172,8 @@ def train_descendant(
             t = time.time()
             sigma_stage(model, subset, spec.sigma_steps, train_bias=spec.train_bias, train_labels=train_labels,
                         train_parts=train_parts, parts_lr_scale=ADAPT_LR_SCALE,
-                        optim=OptimConfig(lr=SIGMA_OPTIM.lr, warmup=SIGMA_OPTIM.warmup, batch_size=spec.batch_size),
+                        optim=sigma_optim or OptimConfig(lr=SIGMA_OPTIM.lr, warmup=SIGMA_OPTIM.warmup,
+                                                         batch_size=spec.batch_size),
                         seed=spec.seed, progress=hooks.step_fn(model), should_stop=hooks.should_stop)
             timings["sigma"] = time.time() - t
         if hooks.after_sigma is not None:

@@ -1,0 +1,140 @@
+"""Issue 15: the paper's protocol in miniature, the product number and instant descendants.
+
+The ancestry trained A = 20,000 steps (learngenes/fmnist-v2). At depths 2 / 6 / 12 (width 128) and
+depth 6 widths 64 / 96, FINE gets the service's default sigma stage and then A/3 full steps; it is
+compared with scratch at A steps. The scratch runs are the size table's (`size_table/runs.jsonl`:
+same code, seeds, subset, optimiser and evaluation protocol; they do not depend on any learngene),
+so only FINE trains here.
+
+    nohup python bench/paper_protocol.py --stop-after 150 > logs/paper.log &   # hours, resumable
+    python bench/paper_protocol.py --report
+
+Three tables from the same runs:
+1. paper protocol: FINE sigma + A/3 against scratch@A (held-out MSE and FD);
+2. the product number: the sigma stage alone (the service's default job), the scratch steps that
+   match its held-out loss, and its FD beside scratch@5,000;
+3. instant descendants: held-out right after assembly against after the sigma stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from descendants import RunPaused, curve_at, longest, read_runs, scratch_steps  # noqa: E402
+from size_table import Profile, _fmt, results_dir, run_profile  # noqa: E402
+
+from fine.metrics import metric_suffix  # noqa: E402
+from fine.spec import JobSpec  # noqa: E402
+
+ANCESTRY_STEPS = 20_000
+FULL_STEPS = ANCESTRY_STEPS // 3  # A/3
+SIZES = ((2, 128), (6, 128), (12, 128), (6, 64), (6, 96))
+LEARNGENE = ROOT / "learngenes" / "fmnist-v2" / "learngene" / "learngene.safetensors"
+PROFILE = Profile("paper_protocol", SIZES, (0, 2000, FULL_STEPS), JobSpec.model_fields["sigma_steps"].default,
+                  seeds=(0, 1), headline=((6, 128),), learngene=str(LEARNGENE), methods=("fine",))
+SCRATCH = ROOT / "bench" / "results" / "size_table" / "runs.jsonl"
+SCRATCH_A, SCRATCH_PRODUCT = ANCESTRY_STEPS, 5000  # scratch budgets compared with
+
+
+def _points(recs: list[dict], method: str, size: tuple[int, int], k: int, suffix: str) -> tuple[list, list]:
+    """Every seed's (held-out, FD) at K full steps of this method and size."""
+    held, fd = [], []
+    for r in recs:
+        if r["method"] == method and (r["depth"], r["width"]) == size and str(k) in r["points"]:
+            m = r["points"][str(k)]
+            held.append(m["heldout"])
+            if f"fd_{suffix}" in m:
+                fd.append(m[f"fd_{suffix}"])
+    return held, fd
+
+
+def _verdict(fine: list[float], scratch: list[float]) -> str:
+    if not fine or not scratch:
+        return "–"
+    f, s = sum(fine) / len(fine), sum(scratch) / len(scratch)
+    return f"{'**yes**' if f <= s else 'no'} ({(f / s - 1) * 100:+.1f} %)"
+
+
+def report() -> str:
+    out = results_dir(PROFILE)
+    recs, scratch = read_runs(out / "runs.jsonl"), read_runs(SCRATCH)
+    scratch = [r for r in scratch if r["method"] == "scratch" and r["dataset"] == PROFILE.dataset]
+    sfx = metric_suffix(PROFILE.dataset) or "fd"
+    s = PROFILE.sigma_steps
+    lines = ["# The paper's protocol in miniature (issue 15)", "",
+             "Command: `python bench/paper_protocol.py` (resumable; `--stop-after MIN`), then `--report`. "
+             f"Learngene `{LEARNGENE.relative_to(ROOT)}` (ancestry A = {ANCESTRY_STEPS:,} steps). FINE: the service's "
+             f"default sigma stage ({s} steps) then K full steps; scratch: the size table's runs "
+             f"(`{SCRATCH.relative_to(ROOT)}`). Every run: Fashion-MNIST, the same 5,000-image subset, batch 64, "
+             "AdamW lr 1e-3 after 50 warm-up steps. Held-out = diffusion MSE on 2,000 fixed test triples (tables 1-2) "
+             f"or on the curve's 1,000 (scratch steps to match, table 2; table 3); FD-{sfx.upper()} on 500 samples (DDIM 25, "
+             "guidance 1.5). Mean ± half-range over the seeds shown.", "",
+             f"## 1. FINE σ{s} + A/3 ({FULL_STEPS:,}) against scratch@A ({SCRATCH_A:,})", "",
+             "| depth | width | seeds FINE / scratch | FINE held-out | scratch held-out | FINE ≤ scratch? | FINE FD | "
+             "scratch FD |", "|---|---|---|---|---|---|---|---|"]
+    for size in SIZES:
+        fh, ff = _points(recs, "fine", size, FULL_STEPS, sfx)
+        sh, sf = _points(scratch, "scratch", size, SCRATCH_A, sfx)
+        lines.append(f"| {size[0]} | {size[1]} | {len(fh)} / {len(sh)} | {_fmt(fh, 4)} | {_fmt(sh, 4)} | "
+                     f"{_verdict(fh, sh)} | {_fmt(ff, 1)} | {_fmt(sf, 1)} |")
+    lines += ["", f"## 2. The product number: the default job (σ{s}, no full steps)", "",
+              "Goal: its held-out loss is worth ≥ 5,000 scratch steps at every size.", "",
+              "| depth | width | FINE σ held-out | scratch steps to match (seed 0) | FINE σ FD | "
+              f"scratch@{SCRATCH_PRODUCT:,} held-out | scratch@{SCRATCH_PRODUCT:,} FD |", "|---|---|---|---|---|---|---|"]
+    for size in SIZES:
+        fh, ff = _points(recs, "fine", size, 0, sfx)
+        sh, sf = _points(scratch, "scratch", size, SCRATCH_PRODUCT, sfx)
+        own, ref = longest(recs, "fine", size), longest(scratch, "scratch", size)
+        match = "–"
+        if own is not None and ref is not None:
+            hit = scratch_steps(ref, curve_at(own, 0))
+            match = f"{hit:,}" if hit is not None else f"> {ref['full_steps']:,}"
+        lines.append(f"| {size[0]} | {size[1]} | {_fmt(fh, 4)} | {match} | {_fmt(ff, 1)} | {_fmt(sh, 4)} | "
+                     f"{_fmt(sf, 1)} |")
+    lines += ["", "## 3. Instant descendants: right after assembly against after the σ stage", "",
+              "Goal: within 10 %. Held-out on the curve's 1,000 triples (seed 0).", "",
+              "| depth | width | assembled | after σ stage | assembled / σ stage |", "|---|---|---|---|---|"]
+    for size in SIZES:
+        own = longest(recs, "fine", size)
+        if own is None:
+            lines.append(f"| {size[0]} | {size[1]} | – | – | – |")
+            continue
+        init = next(c["heldout"] for c in own["curve"] if c["phase"] == "init")
+        after = curve_at(own, 0)
+        lines.append(f"| {size[0]} | {size[1]} | {init:.4f} | {after:.4f} | {init / after:.3f} |")
+    lines.append(f"\nFINE runs finished: {len(recs)}.")
+    text = "\n".join(lines) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(text)
+    return text
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--only", action="append", default=None, metavar="GLOB",
+                   help="only runs whose label matches, e.g. 'fine_d6_w128_s0_n6666' (repeatable)")
+    p.add_argument("--stop-after", type=float, default=None, metavar="MINUTES")
+    p.add_argument("--report", action="store_true")
+    a = p.parse_args()
+    if not a.report:
+        torch.set_num_threads(a.threads)
+        deadline = time.time() + 60 * a.stop_after if a.stop_after is not None else None
+        try:
+            run_profile(PROFILE, desc="paper protocol", only=a.only, deadline=deadline)
+        except RunPaused as e:
+            print(f"paper_protocol: {e}", file=sys.stderr)
+    print(report())
+
+
+if __name__ == "__main__":
+    main()
