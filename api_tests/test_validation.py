@@ -31,7 +31,7 @@ def problem(r: httpx.Response, status: int) -> dict:
     ({"dataset": "digits:x-y"}, "dataset", "bad class filter 'x-y'"),
     ({"dataset": "digits:5-12"}, "dataset", "classes [10, 11, 12] out of range: digits has classes 0-9"),
     ({"learngene": "nope"}, "learngene", "unknown learngene 'nope'; registered: toy-"),
-    ({"method": "magic"}, "method", "method must be one of fine, scratch, weight-selection, tleg"),
+    ({"method": "magic"}, "method", "method must be one of fine, scratch, weight-selection, linear-fit"),
     ({"sigma_steps": -1}, "sigma_steps", "sigma_steps must be between 0 and 20000, got -1"),
     ({"sigma_steps": 20001}, "sigma_steps", "sigma_steps must be between 0 and 20000, got 20001"),
     ({"finetune_steps": 50001}, "finetune_steps", "finetune_steps must be between 0 and 50000"),

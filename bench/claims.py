@@ -14,7 +14,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-INITS = ("fine", "tleg", "weight-selection")
+INITS = ("fine", "linear-fit", "weight-selection")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -39,8 +39,8 @@ def fmt(v: float | None, digits: int = 4) -> str:
 def claims(means: dict) -> str:
     sizes = sorted({(d, w) for d, w, _m, _k in means})
     ks = sorted({k for *_x, k in means})  # budgets without all three inits (scratch's 10 K) are skipped below
-    lines = ["| depth | width | K | seeds | lowest MSE (init) | MSE fine / tleg / ws | lowest FD (init) | "
-             "FD fine / tleg / ws | fine vs scratch@K | best init vs scratch@10K |",
+    lines = ["| depth | width | K | seeds | lowest MSE (init) | MSE fine / linear-fit / ws | lowest FD (init) | "
+             "FD fine / linear-fit / ws | fine vs scratch@K | best init vs scratch@10K |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     wins: dict[str, dict] = defaultdict(lambda: defaultdict(int))
     for k in ks:

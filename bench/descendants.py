@@ -161,7 +161,7 @@ def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecf
     ancestry = truncate_rank(lg.model, run.rank) if run.rank else lg.model
     spec = run.spec(ecfg)
     # sigma_init "linear" is TLEG's assembly (the least-squares line over depth), then fine's sigma stage.
-    built = spec.model_copy(update={"method": "tleg"}) if run.method == "fine" and run.sigma_init == "linear" else spec
+    built = spec.model_copy(update={"method": "linear-fit"}) if run.method == "fine" and run.sigma_init == "linear" else spec
     model = build_descendant(ancestry, built)
     diffusion = Diffusion()
     curve: list[dict] = []

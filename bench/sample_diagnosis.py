@@ -79,7 +79,7 @@ def main() -> None:
         ecfg = EvalConfig(fd_n=a.fd_n)
         common = {"depth": 6, "width": 128, "dataset": "mnist-5k", "full_steps": a.full_steps}
         runs = [Run("fine", sigma_steps=a.sigma_steps, learngene=lg.id, **common),
-                Run("tleg", sigma_steps=0, learngene=lg.id, **common),
+                Run("linear-fit", sigma_steps=0, learngene=lg.id, **common),
                 Run("scratch", sigma_steps=0, **common)]
         results = [diagnose(run, lg, train, test, ecfg, a.guidance, out) for run in runs]
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")

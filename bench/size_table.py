@@ -56,7 +56,7 @@ from fine.metrics import metric_suffix  # noqa: E402
 from fine.spec import DEFAULT_LEARNGENE  # noqa: E402
 
 DEFAULT_LG = ROOT / DEFAULT_LEARNGENE
-METHODS = ("fine", "tleg", "weight-selection", "scratch")
+METHODS = ("fine", "linear-fit", "weight-selection", "scratch")
 
 
 @dataclass(frozen=True)

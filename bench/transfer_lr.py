@@ -57,11 +57,11 @@ def warmup_of(rec: dict) -> int:
 
 
 def run_all(sizes: list[tuple[int, int]], rates: list[float], methods: list[str], steps: int,
-            warmup: int = DENSE_WARMUP) -> None:
-    lg = load_learngene(LG)
+            warmup: int = DENSE_WARMUP, learngene: Path = LG, out: Path = OUT) -> None:
+    lg = load_learngene(learngene)
     train, test = load("fashion-mnist", "train"), load("fashion-mnist", "test")
     ecfg = EvalConfig(curve_every=50)
-    done = {(r["method"], r["depth"], r["width"], r["lr"], warmup_of(r), r["full_steps"]) for r in read_runs(OUT / "runs.jsonl")}
+    done = {(r["method"], r["depth"], r["width"], r["lr"], warmup_of(r), r["full_steps"]) for r in read_runs(out / "runs.jsonl")}
     for depth, width in sizes:
         for method in methods:
             for lr in rates:
@@ -70,7 +70,8 @@ def run_all(sizes: list[tuple[int, int]], rates: list[float], methods: list[str]
                 run = Run(method, depth, width, seed=0, full_steps=steps, learngene=lg.id)
                 rec = train_run(run, lg, train, test, ecfg,
                                 full_optim=OptimConfig(lr=lr, warmup=warmup, batch_size=ecfg.batch_size))
-                append(OUT / "runs.jsonl", rec | {"lr": lr, "warmup": warmup})
+                out.mkdir(parents=True, exist_ok=True)
+                append(out / "runs.jsonl", rec | {"lr": lr, "warmup": warmup, "learngene_path": str(learngene)})
                 print(f"{method} d{depth} w{width} lr {lr:g} warm-up {warmup} {steps} steps: "
                       f"{rec['heldout']:.4f} ({rec['seconds']:.0f} s)", flush=True)
 
@@ -111,8 +112,8 @@ def restart_runs(steps: int = 200, every: int = 25, lr: float = 1e-3) -> None:
     (OUT / "restart.json").write_text(json.dumps(out, indent=1) + "\n")
 
 
-def report() -> None:
-    recs = read_runs(OUT / "runs.jsonl")
+def report(out: Path = OUT) -> None:
+    recs = read_runs(out / "runs.jsonl")
     table = read_runs(SIZE_TABLE)
     points = (0, 50, 100, 250, 500, 1000, 2000)
     lines = ["# Transferred inits in their first full steps: held-out loss by learning rate", "",
@@ -128,25 +129,26 @@ def report() -> None:
         vals = [curve_at(r, k) for k in points]
         full = [(c["heldout"], c["step"]) for c in r["curve"] if c["phase"] == "full"]
         best = min(full)
-        same = longest(table, r["method"], (r["depth"], r["width"]))
+        # The size table's run of the same learngene only (another learngene's run is another descendant).
+        same = longest([t for t in table if t.get("learngene") == r.get("learngene")], r["method"], (r["depth"], r["width"]))
         ref = " / ".join(f"{v:.4f}" if v is not None else "-" for v in
                          ((curve_at(same, k) if same else None) for k in (250, 500, 2000)))
         lines.append(f"| {r['method']} | d{r['depth']} w{r['width']} | {r['lr']:g} | {warmup_of(r)} | "
                      + " | ".join(f"{v:.4f}" if v is not None else "-" for v in vals)
                      + f" | {best[0]:.4f} ({best[1]}) | {ref} |")
-    rs = json.loads((OUT / "restart.json").read_text()) if (OUT / "restart.json").exists() else []
+    rs = json.loads((out / "restart.json").read_text()) if (out / "restart.json").exists() else []
     if rs:
         steps = [k for k, _ in rs[0]["curve"]]
         lines += ["", f"## The ancestry (depth 8, width 128) continued on the subset at lr {rs[0]['lr']:g}", "",
                   "Command: `python bench/transfer_lr.py --restart`. Held-out MSE (n = 1,000) after k steps.", "",
                   "| start | " + " | ".join(str(k) for k in steps) + " |", "|---|" + "---|" * len(steps)]
         lines += [f"| {r['restart']} | " + " | ".join(f"{v:.4f}" for _, v in r["curve"]) + " |" for r in rs]
-    (OUT / "table.md").write_text("\n".join(lines) + "\n")
-    plot(recs, rs)
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    plot(recs, rs, out)
     print("\n".join(lines))
 
 
-def plot(recs: list[dict], restarts: list[dict]) -> None:
+def plot(recs: list[dict], restarts: list[dict], out: Path = OUT) -> None:
     """One panel per size (held-out curve per rate), and one for the restart experiment if run."""
     import matplotlib
 
@@ -171,7 +173,7 @@ def plot(recs: list[dict], restarts: list[dict]) -> None:
         ax.set(title=f"depth {d}, width {w}", xlabel="full steps after init / sigma stage", ylabel="held-out MSE")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(OUT / "curves.png", dpi=110)
+    fig.savefig(out / "curves.png", dpi=110)
     plt.close(fig)
 
 
@@ -184,6 +186,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=DENSE_WARMUP, metavar="STEPS",
                    help="linear warm-up of the dense phase's rate")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--learngene", type=Path, default=LG, help="the learngene the descendants are assembled from")
+    p.add_argument("--out", type=Path, default=OUT, help="where runs.jsonl, table.md and curves.png go")
     p.add_argument("--restart", action="store_true", help="continue the ancestry's pre-training state three ways")
     p.add_argument("--report", action="store_true", help="only write table.md and curves.png")
     a = p.parse_args()
@@ -192,8 +196,9 @@ def main() -> None:
         OUT.mkdir(parents=True, exist_ok=True)
         restart_runs()
     elif not a.report:
-        run_all([tuple(int(v) for v in s.split("x")) for s in a.sizes], a.rates, a.methods, a.steps, a.warmup)
-    report()
+        run_all([tuple(int(v) for v in s.split("x")) for s in a.sizes], a.rates, a.methods, a.steps, a.warmup,
+                a.learngene, a.out)
+    report(a.out)
 
 
 if __name__ == "__main__":

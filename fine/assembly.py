@@ -3,8 +3,8 @@
 Methods (one code path, same data, same budgets):
 - `fine`: learngenes and body sliced to the width, per-layer sigma and biases interpolated over
   relative depth from the ancestry; then the sigma stage trains sigma.
-- `tleg`: sigma and biases linear in depth (a least-squares line through the ancestry's
-  layers, the TLEG idea), no sigma stage.
+- `linear-fit`: sigma and biases linear in depth (a least-squares line through the ancestry's
+  layers: TLEG's assembly, exact on a layer_form=linear ancestry), no sigma stage.
 - `weight-selection`: the ancestry's materialised dense weights sliced to the width, evenly
   spaced layers chosen.
 - `scratch`: DiT's standard initialisation.
@@ -19,10 +19,10 @@ import torch
 
 from fine.config import DiTConfig
 from fine.model import DiT
+from fine.spec import METHODS
 from fine.width import check_width, slice_state
 
-METHODS = ("fine", "scratch", "weight-selection", "tleg")
-FACTORED_METHODS = ("fine", "tleg")
+FACTORED_METHODS = ("fine", "linear-fit")
 _LAYER_RE = re.compile(r"blocks\.(\d+)\.(.+)$")
 
 

@@ -236,7 +236,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     pt.add_argument("--depths", default="auto", help="depth-aware: 'auto' (1 .. 1.5x --depth), 'none', 1-5, 2,4")
     pt.add_argument("--depths-per-step", type=int, default=1)
     pt.add_argument("--layer-form", default=_default(PretrainSpec, "layer_form"), choices=LAYER_FORMS,
-                    help="free (FINE) | linear (a TLEG ancestry: sigma and biases linear in depth)")
+                    help="free (FINE) | linear (a TLEG ancestry; `--method linear-fit` is then TLEG)")
     pt.add_argument("--eval-depths", default="none", help="depths whose assembled held-out loss is logged")
     pt.add_argument("--schedule", default=_default(PretrainSpec, "schedule"),
                     help=" | ".join(SCHEDULES) + " (decay over --steps after warm-up)")

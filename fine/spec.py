@@ -15,7 +15,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-METHODS: tuple[str, ...] = ("fine", "scratch", "weight-selection", "tleg")
+# `linear-fit` puts sigma and biases on the least-squares line over depth through the learngene's layers:
+# TLEG's assembly, and TLEG itself only on a learngene pre-trained with layer_form=linear (on a FINE
+# learngene it is a line fitted through free layers). It was called `tleg` until that was measured.
+METHODS: tuple[str, ...] = ("fine", "scratch", "weight-selection", "linear-fit")
+RENAMED_METHODS: dict[str, str] = {"tleg": "linear-fit"}
 SAMPLERS: tuple[str, ...] = ("ddim", "ddpm", "dpm++2m")  # fine.diffusion.Diffusion.sample
 # Evaluation and sample grids: DPM-Solver++ (2M) at 15 steps held DDIM-50's FD-FMNIST within its seed
 # spread at 15 instead of 50 model calls (bench/results/sampler/table.md).
@@ -48,7 +52,7 @@ MAX_PRETRAIN_WIDTH = 1024
 SIGMA_INITS: tuple[str, ...] = ("random", "equal")
 SCHEDULES: tuple[str, ...] = ("constant", "cosine")  # the rate after warm-up
 # How an ancestry's per-layer tensors (sigma, biases) relate across depth: `free` (FINE), or `linear`
-# (TLEG: theta_l = theta_A + (l / L) theta_B, the ancestry the `tleg` baseline is meant to start from).
+# (TLEG: theta_l = theta_A + (l / L) theta_B, the ancestry on which `linear-fit` is TLEG).
 LAYER_FORMS: tuple[str, ...] = ("free", "linear")
 SUBNET_DEPTH_FACTOR = 1.5  # depth-aware pre-training trains every depth from 1 to this x the ancestry's
 
@@ -146,7 +150,7 @@ class JobSpec(BaseModel):
                                      "optional class filter e.g. fashion-mnist:5-9", max_length=MAX_DATASET_NAME)
     learngene: str | None = Field(default=None, max_length=MAX_LEARNGENE_ID,
                                   description="learngene id or alias; default: the `default` alias")
-    method: str = Field(default="fine", description="fine | scratch | weight-selection | tleg",
+    method: str = Field(default="fine", description=" | ".join(METHODS),
                         json_schema_extra={"enum": list(METHODS)})
     sigma_steps: int = _limited(JOB_LIMITS, "sigma_steps", 300, "sigma-stage steps, 0..20000")
     subset_size: int = _limited(JOB_LIMITS, "subset_size", 5000, "training images drawn from the dataset, 8..100000")
@@ -174,7 +178,10 @@ class JobSpec(BaseModel):
     def errors(self) -> list[tuple[str, str]]:
         """(field, message) for every limit broken and an unknown method (no learngene needed)."""
         errors = limit_errors(self, JOB_LIMITS)
-        if self.method not in METHODS:
+        if self.method in RENAMED_METHODS:
+            errors.append(("method", f"method {self.method!r} is now {RENAMED_METHODS[self.method]!r} (a least-squares "
+                                     "line through the learngene's layers; TLEG only on a layer_form=linear learngene)"))
+        elif self.method not in METHODS:
             errors.append(("method", f"method must be one of {', '.join(METHODS)}, got {self.method!r}"))
         if self.sampler not in SAMPLERS:
             errors.append(("sampler", f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}"))

@@ -38,7 +38,7 @@ def test_interpolation_over_relative_depth() -> None:
     torch.testing.assert_close(interpolate_layers(stack, 2).flatten(), torch.tensor([0.0, 4.0]))
 
 
-def test_tleg_is_a_least_squares_line() -> None:
+def test_linear_fit_is_a_least_squares_line() -> None:
     stack = torch.tensor([[0.0], [1.0], [5.0]])  # best line: -0.5 + 2.5 x
     torch.testing.assert_close(linear_fit_layers(stack, 3).flatten(), torch.tensor([-0.5, 2.0, 4.5]))
     line = torch.tensor([[1.0], [3.0], [5.0], [7.0]])
@@ -51,7 +51,7 @@ def test_weight_selection_picks_evenly_spaced_layers() -> None:
     assert evenly_spaced_layers(8, 1) == [4]  # round(3.5) -> 4
 
 
-@pytest.mark.parametrize("method", ["fine", "tleg", "weight-selection", "scratch"])
+@pytest.mark.parametrize("method", ["fine", "linear-fit", "weight-selection", "scratch"])
 @pytest.mark.parametrize(("depth", "width"), [(1, 32), (2, 64), (7, 96), (12, 128)])
 def test_every_method_builds_every_size(ancestry: DiT, method: str, depth: int, width: int) -> None:
     desc = assemble(ancestry, depth, width, method).eval()
@@ -127,3 +127,11 @@ def test_truncate_rank_keeps_the_strongest_components() -> None:
     assert (truncate_rank(anc, 16).eval()(x, t, y) - ref).abs().max() > 1e-2 * scale
     with pytest.raises(ValueError, match="rank must be in"):
         truncate_rank(anc, 65)
+
+
+def test_the_old_method_name_says_what_it_is_now() -> None:
+    from fine.spec import JobSpec
+
+    errors = dict(JobSpec(depth=2, hidden_size=64, dataset="fashion-mnist", method="tleg").errors())
+    assert "'linear-fit'" in errors["method"] and "layer_form=linear" in errors["method"]
+    assert "method" not in dict(JobSpec(depth=2, hidden_size=64, dataset="fashion-mnist", method="linear-fit").errors())

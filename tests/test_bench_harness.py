@@ -27,7 +27,7 @@ def test_harness_runs_every_method_and_resumes(tmp_path, toy_learngene) -> None:
     train, test = load("digits", "train"), load("digits", "test")
     ecfg = EvalConfig(subset=128, heldout_n=64, curve_every=2, fd_n=32, fd_steps=2, batch_size=16)
     runs = [Run(m, 2, 32, dataset="digits", sigma_steps=3, full_steps=4, fd_at=(0, 4)) for m in
-            ("fine", "tleg", "weight-selection", "scratch")]
+            ("fine", "linear-fit", "weight-selection", "scratch")]
     runs.append(Run("fine", 2, 32, dataset="digits", sigma_steps=3, full_steps=0, fd_at=(0,), sigma_init="random"))
     path = tmp_path / "runs.jsonl"
     for run in runs:
@@ -42,7 +42,7 @@ def test_harness_runs_every_method_and_resumes(tmp_path, toy_learngene) -> None:
 
 def test_records_read_back_in_order_across_files(tmp_path) -> None:
     first, second, missing = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "none.jsonl"
-    runs = [Run("fine", 2, 32, fd_at=(0, 4)), Run("scratch", 4, 64, seed=1), Run("tleg", 1, 32)]
+    runs = [Run("fine", 2, 32, fd_at=(0, 4)), Run("scratch", 4, 64, seed=1), Run("linear-fit", 1, 32)]
     append(first, {**runs[0].__dict__, "heldout": 0.1})
     append(second, {**runs[1].__dict__, "heldout": 0.2})
     append(second, {**runs[2].__dict__, "heldout": 0.3})

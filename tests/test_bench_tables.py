@@ -26,7 +26,7 @@ def test_planned_runs_give_scratch_ten_k_and_fine_its_sigma_stage() -> None:
     assert [(r.full_steps, r.fd_at) for r in scratch] == [(5000, (500, 2000, 5000)), (20000, (20000,))]
     fine = [r for r in runs if r.method == "fine"]
     assert all(r.sigma_steps == 300 and r.full_steps == 2000 and r.fd_at == (0, 500, 2000) for r in fine)
-    assert all(r.sigma_steps == 0 for r in runs if r.method in ("tleg", "weight-selection"))
+    assert all(r.sigma_steps == 0 for r in runs if r.method in ("linear-fit", "weight-selection"))
 
 
 def test_size_table_runs_resumes_and_reports(tmp_path, toy_learngene_dir) -> None:
@@ -39,7 +39,7 @@ def test_size_table_runs_resumes_and_reports(tmp_path, toy_learngene_dir) -> Non
     rows = list(csv.DictReader(open(tmp_path / "table" / "table.csv")))
     got = {(r["depth"], r["method"], r["k"]) for r in rows}
     for depth in ("1", "2"):
-        for method in ("fine", "tleg", "weight-selection"):
+        for method in ("fine", "linear-fit", "weight-selection"):
             assert {(depth, method, "0"), (depth, method, "1"), (depth, method, "2")} <= got
         assert {(depth, "scratch", "1"), (depth, "scratch", "2"), (depth, "scratch", "4")} <= got
     table = (tmp_path / "table" / "table.md").read_text()
@@ -83,9 +83,9 @@ def test_claims_count_the_winner_of_each_comparison_from_seed_means(tmp_path) ->
     from claims import claims, load_means
 
     rows = [  # depth 2: fine wins K=500 only on the mean of its two seeds; scratch@5000 beats every init
-        (2, "fine", 500, 0, 0.060), (2, "fine", 500, 1, 0.070), (2, "tleg", 500, 0, 0.066),
+        (2, "fine", 500, 0, 0.060), (2, "fine", 500, 1, 0.070), (2, "linear-fit", 500, 0, 0.066),
         (2, "weight-selection", 500, 0, 0.067), (2, "scratch", 500, 0, 0.080), (2, "scratch", 5000, 0, 0.050),
-        (4, "fine", 500, 0, 0.070), (4, "tleg", 500, 0, 0.060), (4, "weight-selection", 500, 0, 0.065),
+        (4, "fine", 500, 0, 0.070), (4, "linear-fit", 500, 0, 0.060), (4, "weight-selection", 500, 0, 0.065),
         (4, "scratch", 500, 0, 0.065),
     ]
     with (tmp_path / "table.csv").open("w", newline="") as f:
@@ -96,6 +96,6 @@ def test_claims_count_the_winner_of_each_comparison_from_seed_means(tmp_path) ->
     means = load_means(tmp_path / "table.csv")
     assert means[(2, 128, "fine", 500)] == {"heldout": 0.065, "fd": None, "seeds": 2}
     text = claims(means)
-    assert "| K=500 lowest MSE | fine 1, tleg 1 |" in text
+    assert "| K=500 lowest MSE | fine 1, linear-fit 1 |" in text
     assert "| K=500 fine vs scratch@K | fine 1, scratch 1 |" in text
     assert "| K=500 best init vs scratch@10K | scratch 1 |" in text

@@ -150,6 +150,6 @@ def test_a_tleg_ancestry_keeps_sigma_and_biases_linear_in_depth(tmp_path: Path) 
     assert linear_r2(bias) > 1 - 1e-6
     assert bias.std(0).max() > 0  # linear, not constant: the layers still differ
     # TLEG's assembly (the least-squares line) at the ancestry's own depth is then the ancestry itself.
-    tleg = assemble(ancestry, ANC.depth, 64, "tleg")
+    tleg = assemble(ancestry, ANC.depth, 64, "linear-fit")
     for k, v in ancestry.state_dict().items():
         torch.testing.assert_close(tleg.state_dict()[k], v, atol=1e-5, rtol=1e-5)
