@@ -66,7 +66,10 @@ NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 MAX_DATASET_NAME = 256  # the registry's column widths: longer strings are a 422, never a database error
 MAX_LEARNGENE_ID = 128
 MAX_LIST = 64  # widths, depths
-DEFAULT_LEARNGENE = Path("learngenes/default/learngene.safetensors")  # the shipped set, relative to the checkout
+DEFAULT_LEARNGENE = Path("learngenes/default/learngene.safetensors")  # the shipped default, relative to the checkout
+# Every learngene set shipped in the checkout, by its version alias: the service registers them all
+# (public; older versions stay) and points `default` at DEFAULT_LEARNGENE's.
+SHIPPED_LEARNGENES: dict[str, Path] = {"fmnist-v1": DEFAULT_LEARNGENE}
 
 
 class DatasetError(ValueError):

@@ -12,11 +12,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from learngene_store.accounts import SYSTEM_OWNER, set_alias
+from learngene_store.accounts import DEFAULT_ALIAS, SYSTEM_OWNER, set_alias
 from learngene_store.blobs import BlobStore
 from learngene_store.datasets import BUILTIN
 from learngene_store.learngene_meta import LearngeneMetaError, read_metadata
-from learngene_store.models import Dataset, Learngene, LearngeneFile
+from learngene_store.models import Alias, Dataset, Learngene, LearngeneFile
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +87,31 @@ def attach_files(session: Session, store: BlobStore, learngene_id: str, files: d
     return added
 
 
-def register_default_learngene(session: Session, store: BlobStore, path: Path) -> Learngene | None:
-    """Register the learngene set shipped in the repo (public), once, and make it the `default`
-    alias target unless an admin already pointed that alias elsewhere; absent or there is fine."""
+def register_default_learngene(session: Session, store: BlobStore, path: Path,
+                               versions: dict[str, Path] | None = None) -> Learngene | None:
+    """Register the shipped learngene sets (public), once each: `versions` (alias -> file) and `path`,
+    which becomes the `default` alias target unless an admin pointed that alias elsewhere. A new
+    release moves `default` that start-up had set; absent files are fine."""
+    for name, other in (versions or {}).items():
+        lg = _register_shipped(session, store, other)
+        if lg is not None:
+            _system_alias(session, lg.id, name)
+    lg = _register_shipped(session, store, path)
+    if lg is not None:
+        _system_alias(session, lg.id, DEFAULT_ALIAS)
+    return lg
+
+
+def _system_alias(session: Session, learngene_id: str, name: str) -> None:
+    """Point an alias at a shipped set unless an admin set it (start-up's own choice is its to change)."""
+    alias = session.get(Alias, name)
+    if alias is None or (alias.updated_by == SYSTEM_OWNER and alias.learngene_id != learngene_id):
+        set_alias(session, learngene_id, by=SYSTEM_OWNER, name=name, only_if_unset=alias is None)
+
+
+def _register_shipped(session: Session, store: BlobStore, path: Path) -> Learngene | None:
     if not path.exists():
-        log.warning("default learngene %s not found; the registry starts without one", path)
+        log.warning("shipped learngene %s not found; not registered", path)
         return None
     try:
         meta = read_metadata(path)
@@ -99,10 +119,9 @@ def register_default_learngene(session: Session, store: BlobStore, path: Path) -
     except DuplicateLearngene as e:
         lg = e.existing
     except (LearngeneMetaError, json.JSONDecodeError, OSError) as e:
-        log.error("default learngene %s not registered: %s", path, e)
+        log.error("shipped learngene %s not registered: %s", path, e)
         return None
     attach_files(session, store, lg.id, pictures_beside(path))
-    set_alias(session, lg.id, by=SYSTEM_OWNER, only_if_unset=True)
     return lg
 
 

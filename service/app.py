@@ -35,7 +35,8 @@ def startup(settings: ApiSettings) -> None:
         if settings.writes_admin_key:
             ensure_local_admin(session, settings.admin_key_file)
         if settings.register_default_learngene:
-            lg = register_default_learngene(session, store, settings.resolved_default_learngene)
+            lg = register_default_learngene(session, store, settings.resolved_default_learngene,
+                                            settings.shipped_versions)
             if lg is not None:
                 log.info("default learngene: %s", lg.id)
 

@@ -6,13 +6,13 @@ from functools import lru_cache
 from pathlib import Path
 
 from dispatch.settings import DispatchSettings
-from fine.spec import DEFAULT_LEARNGENE, default_learngene
+from fine.spec import DEFAULT_LEARNGENE, SHIPPED_LEARNGENES, default_learngene
 
 
 class ApiSettings(DispatchSettings):
     """An API process's settings (FINE_* environment variables)."""
 
-    default_learngene: Path = DEFAULT_LEARNGENE  # registered at start-up when the registry has none
+    default_learngene: Path = DEFAULT_LEARNGENE  # registered at start-up; the `default` alias unless an admin moved it
     register_default_learngene: bool = True
 
     # accounts: write an admin key to <home>/admin.key on first start (None: in embedded mode only)
@@ -38,6 +38,13 @@ class ApiSettings(DispatchSettings):
     @property
     def resolved_default_learngene(self) -> Path:
         return default_learngene(self.default_learngene)
+
+    @property
+    def shipped_versions(self) -> dict[str, Path]:
+        """The checkout's learngene versions, registered beside the default; none when another default is set (tests)."""
+        if self.resolved_default_learngene != default_learngene(DEFAULT_LEARNGENE):
+            return {}
+        return {name: default_learngene(path) for name, path in SHIPPED_LEARNGENES.items()}
 
 
 @lru_cache

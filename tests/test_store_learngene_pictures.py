@@ -31,3 +31,27 @@ def test_pictures_beside_the_default_learngene_are_registered_once(tmp_path: Pat
         assert [(r.name, r.media_type) for r in rows] == [("curve.png", "image/png"), ("samples_w32.png", "image/png")]
         assert store.local_path(rows[0].sha256).read_bytes() == b"\x89PNG curve"
         assert referenced(s, rows[0].sha256)
+
+
+def test_shipped_versions_are_all_registered_and_a_new_release_moves_default_unless_an_admin_did(
+        tmp_path: Path, toy_learngene_dir: Path) -> None:
+    from api_tests.toy_learngene import build
+    from learngene_store.accounts import alias_target, set_alias
+
+    old = toy_learngene_dir / "learngene.safetensors"
+    new = build(tmp_path / "v2", steps=2)  # another set (other weights, other sha256)
+    settings = Settings(home=tmp_path / "home")
+    migrate(settings)
+    store = LocalBlobStore(tmp_path / "blobs")
+    with session_factory(settings)() as s:
+        first = register_default_learngene(s, store, old, {"toy-v1": old})
+        assert first is not None and alias_target(s, "default").id == first.id
+        # The next release ships v2 as the default: both stay registered, each under its version alias.
+        second = register_default_learngene(s, store, new, {"toy-v1": old, "toy-v2": new})
+        assert second is not None and second.id != first.id
+        assert alias_target(s, "default").id == second.id
+        assert alias_target(s, "toy-v1").id == first.id and alias_target(s, "toy-v2").id == second.id
+        # An admin's choice of default survives later start-ups.
+        set_alias(s, first.id, by="admin-user")
+        register_default_learngene(s, store, new, {"toy-v1": old, "toy-v2": new})
+        assert alias_target(s, "default").id == first.id
