@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, get_args, get_origin
 
 from client.api import FINAL, ApiError, Client
 from client.sse import Event
@@ -23,9 +23,13 @@ Handler = Callable[[Client, argparse.Namespace], int]
 
 
 def _field_type(annotation: Any) -> type:
-    """int, str or bool: the type a JobSpec field takes (None stripped from an optional one)."""
+    """int, str, bool or list: the type a JobSpec field takes (None stripped from an optional one)."""
     kinds = [a for a in (get_args(annotation) or (annotation,)) if a is not type(None)]
-    return kinds[0]
+    return get_origin(kinds[0]) or kinds[0]
+
+
+def _comma_list(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
 
 
 def add_spec_options(p: argparse.ArgumentParser) -> None:
@@ -39,6 +43,8 @@ def add_spec_options(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_)
         elif name == "method":
             p.add_argument(flag, dest=name, choices=METHODS, default=None, help=help_)
+        elif kind is list:  # webhook_events_filter: start,completed
+            p.add_argument(flag, dest=name, type=_comma_list, default=None, help=help_ + " (comma-separated)")
         else:
             p.add_argument(flag, dest=name, type=kind, required=field.is_required(), default=None, help=help_)
 
@@ -136,6 +142,17 @@ def jobs_get(c: Client, a: argparse.Namespace) -> int:
 def jobs_cancel(c: Client, a: argparse.Namespace) -> int:
     job = c.cancel(a.id)
     print(f"{job['id']} {job['status']}" + (" (cancel requested)" if job["status"] not in FINAL else ""))
+    return 0
+
+
+def jobs_webhooks(c: Client, a: argparse.Namespace) -> int:
+    rows = [{**d, "codes": " ".join(str(t["status_code"] or "err") for t in d["history"])} for d in c.webhooks(a.id)]
+    _table(rows, ["id", "event", "job_status", "state", "attempts", "codes", "next_attempt_at", "delivered_at", "url"])
+    return 0
+
+
+def webhooks_secret(c: Client, a: argparse.Namespace) -> int:
+    print(c.webhook_secret())
     return 0
 
 
@@ -253,6 +270,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("id")
     p.add_argument("--wait", action="store_true")
     action(jobs, "cancel", jobs_cancel, "cancel a queued or running job").add_argument("id")
+    action(jobs, "webhooks", jobs_webhooks, "a job's webhook deliveries and their attempts").add_argument("id")
+    hooks = group("webhooks", "webhook signing on a fine-zoo service (over HTTP)")
+    action(hooks, "secret", webhooks_secret, "print your signing secret (whsec_...), to check deliveries with")
 
     ckpts = group("checkpoints", "checkpoints on a fine-zoo service (over HTTP)")
     p = action(ckpts, "list", checkpoints_list, "list checkpoints, newest first, with filters")
