@@ -1,4 +1,4 @@
-"""The `fine` script's commands over HTTP: `fine jobs|checkpoints|learngenes|datasets ...`.
+"""The `fine` script's commands over HTTP: `fine jobs|checkpoints|learngenes|datasets|webhooks ...`.
 
 Every command takes `--url` (or FINE_URL) and `--key` (or FINE_API_KEY). `fine jobs submit`'s
 options are fine/spec.py's JobSpec fields (flag = field name with dashes); only the flags given are
@@ -243,7 +243,7 @@ def _runner(handler: Handler) -> Callable[[argparse.Namespace], None]:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Add jobs, checkpoints, learngenes and datasets (each with its actions) to the `fine` parser."""
+    """Add jobs, checkpoints, learngenes, datasets and webhooks (each with its actions) to the `fine` parser."""
     conn = _connection()
 
     def group(name: str, help_: str) -> argparse._SubParsersAction:

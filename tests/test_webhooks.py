@@ -270,3 +270,17 @@ def test_an_interrupted_attempt_is_taken_over(session: Session, sender) -> None:
 def test_secrets_are_per_user_and_stable(session: Session) -> None:  # noqa: F811
     a = outbox.signing_secret(session, "ann")
     assert a == outbox.signing_secret(session, "ann") != outbox.signing_secret(session, "bob")
+
+
+def test_fine_jobs_submit_takes_a_webhook() -> None:
+    import argparse
+
+    from client.cli import add_spec_options, spec_from_args
+
+    p = argparse.ArgumentParser()
+    add_spec_options(p)
+    a = p.parse_args(["--depth", "2", "--hidden-size", "64", "--dataset", "digits", "--webhook", "https://h.example/x",
+                      "--webhook-events-filter", "start, completed"])
+    assert spec_from_args(a) == {"depth": 2, "hidden_size": 64, "dataset": "digits", "webhook": "https://h.example/x",
+                                 "webhook_events_filter": ["start", "completed"]}
+    assert JobSpec(**spec_from_args(a)).errors() == []
