@@ -138,6 +138,7 @@ def _deliver(session: Session, settings: DispatchSettings, render: Render, clien
         return outcome(None, f"refused: {refusal}", started, final=True)
     data = body.encode()
     headers = signed_headers(store.signing_secret(session, c.owner), c.id, data)
+    session.commit()  # no transaction stays open while the receiver answers
     try:
         with client.stream("POST", c.url, content=data, headers=headers) as r:  # the answer's body is not read
             return outcome(r.status_code, None, started)

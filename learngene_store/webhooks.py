@@ -88,12 +88,13 @@ def claim_due(session: Session, max_attempts: int, hold_seconds: float, limit: i
     attempt and records it (as interrupted until `record` fills it in)."""
     now = utcnow()
     free = or_(WebhookDelivery.claimed_until.is_(None), WebhookDelivery.claimed_until < now)
-    # a delivery whose last allowed attempt was interrupted is given up
-    session.execute(update(WebhookDelivery)
-                    .where(WebhookDelivery.state == "pending", WebhookDelivery.attempts >= max_attempts, free)
-                    .values(state="failed", next_attempt_at=None, claim=None, claimed_until=None,
-                            last_error=f"gave up after {max_attempts} attempts ({INTERRUPTED})"))
-    session.commit()
+    # a delivery whose last allowed attempt was interrupted is given up (looked for first: an idle sweep writes nothing)
+    spent = (WebhookDelivery.state == "pending", WebhookDelivery.attempts >= max_attempts, free)
+    if session.execute(select(WebhookDelivery.id).where(*spent).limit(1)).first() is not None:
+        session.execute(update(WebhookDelivery).where(*spent)
+                        .values(state="failed", next_attempt_at=None, claim=None, claimed_until=None,
+                                last_error=f"gave up after {max_attempts} attempts ({INTERRUPTED})"))
+        session.commit()
     due = (WebhookDelivery.state == "pending", WebhookDelivery.next_attempt_at <= now,
            WebhookDelivery.attempts < max_attempts, free)
     ids = session.execute(select(WebhookDelivery.id).where(*due)

@@ -284,3 +284,13 @@ def test_fine_jobs_submit_takes_a_webhook() -> None:
     assert spec_from_args(a) == {"depth": 2, "hidden_size": 64, "dataset": "digits", "webhook": "https://h.example/x",
                                  "webhook_events_filter": ["start", "completed"]}
     assert JobSpec(**spec_from_args(a)).errors() == []
+
+
+def test_a_spent_interrupted_delivery_is_given_up(session: Session) -> None:  # noqa: F811
+    job_id = _queued_delivery(session, "http://h.example/x")
+    for _ in range(2):  # two senders die mid-attempt; the claims expire at once
+        assert len(outbox.claim_due(session, max_attempts=2, hold_seconds=0)) == 1
+    assert outbox.claim_due(session, max_attempts=2, hold_seconds=0) == []
+    (d,) = outbox.for_job(session, job_id)
+    session.refresh(d)
+    assert (d.state, d.attempts) == ("failed", 2) and outbox.INTERRUPTED in d.last_error
