@@ -188,6 +188,11 @@ def base_env(home: Path, learngene: Path, **extra: str) -> dict[str, str]:
         "FINE_MAX_UPLOAD_BYTES": str(512 * 1024),
         "FINE_TORCH_THREADS": "1",
         "FINE_BOOTSTRAP_ADMIN": "1",  # every mode writes $FINE_HOME/admin.key on first start
+        # webhooks: the tests' receivers listen on 127.0.0.1 (api_tests/test_webhooks.py); quick retries
+        "FINE_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+        "FINE_WEBHOOK_BACKOFF": "0.4",
+        "FINE_WEBHOOK_MAX_ATTEMPTS": "4",
+        "FINE_WEBHOOK_INTERVAL": "0.1",
         "PYTHONUNBUFFERED": "1",
     })
     env.update(extra)

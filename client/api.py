@@ -107,6 +107,14 @@ class Client:
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._json("POST", f"/v1/jobs/{job_id}/cancel")
 
+    def webhooks(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's webhook deliveries, each with every attempt."""
+        return self._json("GET", f"/v1/jobs/{job_id}/webhooks")["items"]
+
+    def webhook_secret(self) -> str:
+        """Your signing secret (`whsec_...`): what client.webhooks.verify checks a delivery with."""
+        return self._json("GET", "/v1/webhooks/default/secret")["key"]
+
     def events(self, job_id: str, after: int = 0, *, reconnects: int = 20) -> Iterator[Event]:
         """The job's events after number `after`, through `end`; a dropped stream resumes with Last-Event-ID."""
         last, failures = after, 0

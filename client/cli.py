@@ -1,4 +1,4 @@
-"""The `fine` script's commands over HTTP: `fine jobs|checkpoints|learngenes|datasets ...`.
+"""The `fine` script's commands over HTTP: `fine jobs|checkpoints|learngenes|datasets|webhooks ...`.
 
 Every command takes `--url` (or FINE_URL) and `--key` (or FINE_API_KEY). `fine jobs submit`'s
 options are fine/spec.py's JobSpec fields (flag = field name with dashes); only the flags given are
@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, get_args, get_origin
 
 from client.api import FINAL, ApiError, Client
 from client.sse import Event
@@ -23,9 +23,13 @@ Handler = Callable[[Client, argparse.Namespace], int]
 
 
 def _field_type(annotation: Any) -> type:
-    """int, str or bool: the type a JobSpec field takes (None stripped from an optional one)."""
+    """int, str, bool or list: the type a JobSpec field takes (None stripped from an optional one)."""
     kinds = [a for a in (get_args(annotation) or (annotation,)) if a is not type(None)]
-    return kinds[0]
+    return get_origin(kinds[0]) or kinds[0]
+
+
+def _comma_list(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
 
 
 def add_spec_options(p: argparse.ArgumentParser) -> None:
@@ -39,6 +43,8 @@ def add_spec_options(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_)
         elif name == "method":
             p.add_argument(flag, dest=name, choices=METHODS, default=None, help=help_)
+        elif kind is list:  # webhook_events_filter: start,completed
+            p.add_argument(flag, dest=name, type=_comma_list, default=None, help=help_ + " (comma-separated)")
         else:
             p.add_argument(flag, dest=name, type=kind, required=field.is_required(), default=None, help=help_)
 
@@ -139,6 +145,17 @@ def jobs_cancel(c: Client, a: argparse.Namespace) -> int:
     return 0
 
 
+def jobs_webhooks(c: Client, a: argparse.Namespace) -> int:
+    rows = [{**d, "codes": " ".join(str(t["status_code"] or "err") for t in d["history"])} for d in c.webhooks(a.id)]
+    _table(rows, ["id", "event", "job_status", "state", "attempts", "codes", "next_attempt_at", "delivered_at", "url"])
+    return 0
+
+
+def webhooks_secret(c: Client, a: argparse.Namespace) -> int:
+    print(c.webhook_secret())
+    return 0
+
+
 def checkpoints_list(c: Client, a: argparse.Namespace) -> int:
     page = c.checkpoints(dataset=a.dataset, learngene=a.learngene, method=a.method, depth=a.depth,
                          hidden_size=a.hidden_size, limit=a.limit, cursor=a.cursor)
@@ -226,7 +243,7 @@ def _runner(handler: Handler) -> Callable[[argparse.Namespace], None]:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Add jobs, checkpoints, learngenes and datasets (each with its actions) to the `fine` parser."""
+    """Add jobs, checkpoints, learngenes, datasets and webhooks (each with its actions) to the `fine` parser."""
     conn = _connection()
 
     def group(name: str, help_: str) -> argparse._SubParsersAction:
@@ -253,6 +270,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("id")
     p.add_argument("--wait", action="store_true")
     action(jobs, "cancel", jobs_cancel, "cancel a queued or running job").add_argument("id")
+    action(jobs, "webhooks", jobs_webhooks, "a job's webhook deliveries and their attempts").add_argument("id")
+    hooks = group("webhooks", "webhook signing on a fine-zoo service (over HTTP)")
+    action(hooks, "secret", webhooks_secret, "print your signing secret (whsec_...), to check deliveries with")
 
     ckpts = group("checkpoints", "checkpoints on a fine-zoo service (over HTTP)")
     p = action(ckpts, "list", checkpoints_list, "list checkpoints, newest first, with filters")

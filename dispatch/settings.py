@@ -26,6 +26,16 @@ class DispatchSettings(StoreSettings):
     stall_timeout: float = 900.0  # a running job whose step has not moved this long is hung: re-queued / failed
     max_job_seconds: float = 6 * 3600.0  # wall-clock limit of one attempt, enforced by the worker
 
+    # webhooks (sent by the API processes, dispatch/webhooks.py)
+    webhook_max_attempts: int = 6  # tries per delivery, then `failed`
+    webhook_backoff: float = 30.0  # seconds before the 2nd try; doubles each time (30, 60, 120, 240, 480 s)
+    webhook_timeout: float = 5.0  # seconds a receiver has to answer
+    webhook_interval: float = 1.0  # seconds between a sender's looks for due deliveries
+    # Hosts a webhook may name (comma-separated; ".example.com" also allows its subdomains); empty: any host
+    # that resolves to a public address. Hosts listed here are called even when they resolve to private ones.
+    webhook_allowed_hosts: str = ""
+    webhook_allow_private: bool | None = None  # call loopback/private/link-local addresses (None: embedded only)
+
     @property
     def resolved_broker_url(self) -> str:
         return self.redis_url or "filesystem://"
@@ -37,3 +47,11 @@ class DispatchSettings(StoreSettings):
     @property
     def embedded(self) -> bool:
         return self.redis_url is None
+
+    @property
+    def webhook_hosts(self) -> tuple[str, ...]:
+        return tuple(h.strip().lower() for h in self.webhook_allowed_hosts.split(",") if h.strip())
+
+    @property
+    def webhook_private_ok(self) -> bool:
+        return self.embedded if self.webhook_allow_private is None else self.webhook_allow_private

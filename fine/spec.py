@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -66,6 +67,11 @@ NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 MAX_DATASET_NAME = 256  # the registry's column widths: longer strings are a 422, never a database error
 MAX_LEARNGENE_ID = 128
 MAX_LIST = 64  # widths, depths
+# Webhooks (Replicate's conventions): POST the job to `webhook` on these events of its life.
+# start: a worker began running it (again, after a re-queue); completed: it reached a final status.
+WEBHOOK_EVENTS: tuple[str, ...] = ("start", "completed")
+MAX_WEBHOOK_URL = 2048
+WEBHOOK_SCHEMES: tuple[str, ...] = ("http", "https")
 DEFAULT_LEARNGENE = Path("learngenes/default/learngene.safetensors")  # the shipped default, relative to the checkout
 # Every learngene set shipped in the checkout, by its version alias: the service registers them all
 # (public; older versions stay) and points `default` at DEFAULT_LEARNGENE's.
@@ -136,6 +142,40 @@ def limit_errors(values: BaseModel, limits: dict[str, tuple[int, int]]) -> list[
     return errors
 
 
+def webhook_url_error(url: str) -> str | None:
+    """Why `url` cannot be a webhook (None if it can): http or https, a host, no credentials in it.
+    Which hosts a server calls is its own policy on top of this (dispatch/webhooks.py)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        return f"webhook must be an http(s) URL, got {url[:80]!r} ({e})"
+    if parts.scheme.lower() not in WEBHOOK_SCHEMES or not parts.hostname:
+        return f"webhook must be an http:// or https:// URL with a host, got {url[:80]!r}"
+    if parts.username is not None or parts.password is not None:
+        return "webhook must not carry credentials (user:password@): verify the signature instead"
+    if any(ord(c) < 33 or ord(c) == 127 for c in url):
+        return f"webhook must be a URL without spaces or control characters, got {url[:80]!r}"
+    if port == 0:
+        return f"webhook port must be in 1-65535, got {url[:80]!r}"
+    return None
+
+
+def webhook_errors(url: str | None, events: list[str] | None) -> list[tuple[str, str]]:
+    """(field, message) for a bad webhook URL or events filter."""
+    errors = []
+    if url is not None and (why := webhook_url_error(url)):
+        errors.append(("webhook", why))
+    if events is not None:
+        bad = [e for e in events if e not in WEBHOOK_EVENTS]
+        if bad or not events:
+            errors.append(("webhook_events_filter", f"webhook_events_filter must be a non-empty list of "
+                                                    f"{', '.join(WEBHOOK_EVENTS)}, got {events}"))
+        if url is None:
+            errors.append(("webhook_events_filter", "webhook_events_filter needs a webhook URL"))
+    return errors
+
+
 def width_fits(hidden_size: int, head_dim: int, max_width: int) -> bool:
     """A width is whole heads of the learngene's head size, at most the learngene's width."""
     return head_dim <= hidden_size <= max_width and hidden_size % head_dim == 0
@@ -167,6 +207,12 @@ class JobSpec(BaseModel):
                                  "sampler steps for evaluation and the sample grid, 1..1000")
     sampler: str = Field(default=EVAL_SAMPLER, description="sampler for evaluation and the sample grid: "
                          + " | ".join(SAMPLERS), json_schema_extra={"enum": list(SAMPLERS)})
+    webhook: str | None = Field(default=None, max_length=MAX_WEBHOOK_URL,
+                                description="optional http(s) URL the job is POSTed to (signed, Standard Webhooks) "
+                                            "on the events of webhook_events_filter")
+    webhook_events_filter: list[Annotated[str, Field(json_schema_extra={"enum": list(WEBHOOK_EVENTS)})]] | None = Field(
+        default=None, max_length=len(WEBHOOK_EVENTS),
+        description="events that call the webhook: " + ", ".join(WEBHOOK_EVENTS) + " (default: all)")
 
     @property
     def has_sigma_stage(self) -> bool:
@@ -188,7 +234,7 @@ class JobSpec(BaseModel):
             errors.append(("method", f"method must be one of {', '.join(METHODS)}, got {self.method!r}"))
         if self.sampler not in SAMPLERS:
             errors.append(("sampler", f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}"))
-        return errors
+        return errors + webhook_errors(self.webhook, self.webhook_events_filter)
 
     def learngene_errors(self, head_dim: int, width: int, name: str) -> list[tuple[str, str]]:
         """(field, message) where the spec does not fit the learngene `name` (its head size and width)."""

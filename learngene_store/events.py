@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from learngene_store import webhooks
 from learngene_store.models import JobEvent
 
 
@@ -24,7 +25,8 @@ def record(session: Session, job_id: str, kind: str, data: dict[str, Any]) -> in
 
 
 def status(session: Session, job_id: str, status: str, **data: Any) -> int:
-    """Record a status change (plus whatever explains it: error, attempt)."""
+    """Record a status change (plus whatever explains it: error, attempt), and the webhook delivery it owes."""
+    webhooks.schedule(session, job_id, status)
     return record(session, job_id, "status", {"status": status, **{k: v for k, v in data.items() if v is not None}})
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -222,3 +223,57 @@ class Alias(Base):
     learngene_id: Mapped[str] = mapped_column(ForeignKey("learngenes.id"))
     updated_by: Mapped[str] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class WebhookSecret(Base):
+    """A user's webhook signing secret (Standard Webhooks: `whsec_` + base64 of the HMAC key)."""
+
+    __tablename__ = "webhook_secrets"
+
+    owner: Mapped[str] = mapped_column(String(128), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One webhook message of a job's event (its id is the `webhook-id` header, the same on every retry);
+    the body is frozen at the first attempt, so retries send the same bytes."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: new_id("msg"))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    event: Mapped[str] = mapped_column(String(16))  # start | completed
+    job_status: Mapped[str] = mapped_column(String(16))  # the status change that made it
+    url: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str | None] = mapped_column(Text)  # the JSON body, set at the first attempt
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column()
+    claim: Mapped[str | None] = mapped_column(String(32))  # token of the sender working on it
+    claimed_until: Mapped[datetime | None] = mapped_column()
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    tries: Mapped[list[WebhookAttempt]] = relationship(
+        back_populates="delivery", cascade="all, delete-orphan", lazy="selectin", order_by="WebhookAttempt.attempt")
+
+
+class WebhookAttempt(Base):
+    """One try of a delivery: what the receiver answered (or the error) and when the next try is due."""
+
+    __tablename__ = "webhook_attempts"
+
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("webhook_deliveries.id"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)  # 1, 2, ...
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    duration_ms: Mapped[float | None] = mapped_column(Float)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column()  # None: delivered, or given up
+
+    delivery: Mapped[WebhookDelivery] = relationship(back_populates="tries")

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from dispatch.broker import make_celery
 from dispatch.reaper import Reaper
+from dispatch.webhooks import WebhookSender
 from learngene_store.accounts import ensure_local_admin
 from learngene_store.blobs import make_blob_store
 from learngene_store.catalog import ensure_builtin_datasets, register_default_learngene
@@ -20,6 +21,7 @@ from service.api.routes.web import static_files
 from service.limits import JSON_LIMIT, MULTIPART_SLACK, BodyLimit
 from service.quotas import WriteRate
 from service.settings import ApiSettings, get_settings
+from service.webhooks import render_job
 
 log = logging.getLogger("service")
 UPLOAD_PATHS = ("/v1/datasets", "/v1/learngenes")
@@ -48,11 +50,11 @@ def create_app(settings: ApiSettings | None = None, *, reaper: bool = True) -> F
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         startup(settings)
         on_reap = lambda outcome, n: metrics.REAPED.labels(outcome).inc(n)  # noqa: E731
-        thread = Reaper(settings, app.state.celery, on_reap) if reaper else None
-        if thread:
+        threads = [Reaper(settings, app.state.celery, on_reap), WebhookSender(settings, render_job)] if reaper else []
+        for thread in threads:
             thread.start()
         yield
-        if thread:
+        for thread in threads:
             thread.stop()
 
     app = FastAPI(

@@ -158,3 +158,36 @@ class AliasOut(BaseModel):
     learngene: str
     updated_by: str
     updated_at: datetime
+
+
+class WebhookAttemptOut(BaseModel):
+    attempt: int = Field(description="1, 2, ...")
+    started_at: datetime
+    duration_ms: float | None
+    status_code: int | None = Field(description="the receiver's HTTP status (2xx: delivered)")
+    error: str | None = Field(description="why there is no status: timeout, connection error, refused URL, ...")
+    next_attempt_at: datetime | None = Field(description="when the next try is due (null: delivered or given up)")
+
+
+class WebhookDeliveryOut(BaseModel):
+    id: str = Field(description="the `webhook-id` header: the same on every retry of this delivery")
+    job_id: str
+    event: Literal["start", "completed"]
+    job_status: Status = Field(description="the status change that made this delivery")
+    url: str
+    state: Literal["pending", "delivered", "failed"]
+    attempts: int
+    next_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+    created_at: datetime
+    history: list[WebhookAttemptOut] = Field(description="every attempt, oldest first")
+
+
+class WebhookDeliveries(BaseModel):
+    items: list[WebhookDeliveryOut]
+
+
+class WebhookSecretOut(BaseModel):
+    key: str = Field(description="`whsec_` + base64 of the HMAC-SHA256 key that signs your webhooks (Standard Webhooks)")

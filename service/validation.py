@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from dispatch.settings import DispatchSettings
+from dispatch.webhooks import url_refusal
 from fine.spec import DatasetError, JobSpec, PretrainSpec
 from fine.spec import parse_dataset_name as parse_name
 from learngene_store.accounts import DEFAULT_ALIAS, alias_target
@@ -28,9 +30,14 @@ def _invalid(errors: list[tuple[str, str]]) -> Problem:
                    errors=[{"field": f, "message": m} for f, m in errors])
 
 
-def validate_spec(session: Session, spec: JobSpec, user: User) -> Resolved:
-    """Check a job spec for `user`: the learngene (id, alias or `default`) and dataset must be ones they see."""
+def validate_spec(session: Session, spec: JobSpec, user: User, settings: DispatchSettings | None = None) -> Resolved:
+    """Check a job spec for `user`: the learngene (id, alias or `default`) and dataset must be ones they see;
+    a webhook must be one this server calls (`settings`' policy)."""
     errors = spec.errors()
+    if settings is not None and spec.webhook is not None and not any(f == "webhook" for f, _ in errors):
+        refusal = url_refusal(spec.webhook, settings)
+        if refusal:
+            errors.append(("webhook", refusal))
 
     if spec.learngene is None:
         lg = alias_target(session, DEFAULT_ALIAS)

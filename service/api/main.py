@@ -2,7 +2,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from service.api.routes import aliases, checkpoints, datasets, events, health, jobs, learngenes, web
+from service.api.routes import aliases, checkpoints, datasets, events, health, jobs, learngenes, web, webhooks
 from service.deps import get_user
 
 PROBLEM_SCHEMA = {"type": "object", "required": ["type", "title", "status", "detail"], "properties": {
@@ -19,7 +19,7 @@ V1_RESPONSES: dict[int | str, dict[str, Any]] = {
     for status, why in PROBLEMS.items()}
 
 api_router = APIRouter()
-for module in (jobs, events, checkpoints, learngenes, aliases, datasets):  # every /v1 route needs a key
+for module in (jobs, events, webhooks, checkpoints, learngenes, aliases, datasets):  # every /v1 route needs a key
     api_router.include_router(module.router, dependencies=[Depends(get_user)], responses=V1_RESPONSES)
 for module in (health, web):  # liveness, readiness, metrics and the page (its API calls send the key)
     api_router.include_router(module.router)

@@ -158,6 +158,7 @@ function formSpec() {
     const kind = input.dataset.kind;
     if (kind === "boolean") { spec[input.name] = input.checked; continue; }
     if (input.value === "") continue;
+    if (kind === "array") { spec[input.name] = input.value.split(",").map((v) => v.trim()).filter(Boolean); continue; }
     spec[input.name] = kind === "integer" && /^-?\d+$/.test(input.value) ? Number(input.value) : input.value;
   }
   return spec;

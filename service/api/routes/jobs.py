@@ -41,7 +41,7 @@ def create_job(spec: JobSpec, response: Response, session: SessionDep, settings:
     `Idempotency-Key` returns the same job instead of a new one."""
 
     def build() -> dict:
-        resolved = validate_spec(session, spec, user)
+        resolved = validate_spec(session, spec, user, settings)
         check_job_quota(session, settings, user, spec.sigma_steps_run + spec.finetune_steps)
         return {"spec": {**resolved.spec, "warnings": resolved.warnings}, "learngene_id": resolved.learngene.id,
                 "dataset": spec.dataset, "method": spec.method,
