@@ -77,7 +77,8 @@ def report(out: Path) -> None:
              " warm-up 20 steps, the target's 5,000-image subset unless the row says otherwise) assembled by the"
              " service's pipeline; held-out MSE on 1,000 fixed test triples at each sigma step shown"
              " (0 = right after assembly: the instant descendant). `instant / best` = how much worse the instant"
-             " descendant is than the row's best point.", "",
+             " descendant is than the row's best point; `seconds` = wall time of the run, on a machine shared with other work"
+             " (not a speed figure).", "",
              "| learngene | size | lr | schedule | subset | " + " | ".join(str(s) for s in steps)
              + " | best (step) | instant / best | seconds |",
              "|---|---|---|---|---|" + "---|" * len(steps) + "---|---|---|"]
