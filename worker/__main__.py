@@ -19,6 +19,10 @@ def main(argv: list[str] | None = None) -> None:
 
         start_parent_watch(settings.worker_parent_pid, settings.parent_exit_grace)
     migrate(settings)
+    # torch and the method load now, before the first job, not inside it: an import of seconds (tens of
+    # seconds on a loaded machine) in a job's first step starves its heartbeat thread, and the reaper
+    # takes the job for lost
+    import fine.pipeline  # noqa: F401
     from worker import celery_app
 
     args = ["worker", "-Q", settings.queue, "--pool", "solo", "--concurrency", "1", "--prefetch-multiplier", "1",
