@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import shlex
 import signal
@@ -52,6 +53,9 @@ JOB = {**TINY, "sigma_steps": 150}
 DOCUMENTED = {200, 201, 202, 400, 401, 403, 404, 409, 413, 415, 422, 429, 503}
 FINAL = ("succeeded", "failed", "canceled")
 ROUNDS = "kill,zombie,redis,postgres,concurrent"
+OUT = Path("bench/results/faults.md")
+SETTINGS = {"FINE_MAX_ATTEMPTS": "3", "FINE_QUOTA_ACTIVE_JOBS": "100", "FINE_WRITE_RATE_PER_MINUTE": "1000",
+            "FINE_REDISPATCH_AFTER": "30", "FINE_CONSUMER_WATCHDOG": "15"}
 
 
 @dataclass
@@ -121,7 +125,7 @@ def restart_round(svc: Service, name: str, restart: Restart, before: int = 3, af
     rnd = Round(f"{name} restarted mid-run")
     for i in range(before):
         rnd.post(svc.client, {**(job if i else JOB), "seed": 300 + i})
-    wait_running(svc, rnd.jobs[0])
+    wait_running(svc, rnd.jobs[0], timeout=300)
     restart(rnd)
     for i in range(after):
         rnd.post(svc.client, {**job, "seed": 310 + i})
@@ -212,7 +216,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     help="start a private redis-server on a free port and restart that one in the Redis round")
     ap.add_argument("--redis-restart", help="shell command restarting Redis (omitted: round skipped)")
     ap.add_argument("--postgres-restart", help="shell command restarting PostgreSQL (omitted: round skipped)")
-    ap.add_argument("--out", type=Path, default=Path("bench/results/faults.md"))
+    ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args(argv)
     from api_tests.toy_learngene import build
 
@@ -223,8 +227,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     prefix = f"fine_faults_{secrets.token_hex(4)}:"
     redis = RedisServer(home / "redis.log") if a.own_redis else None
     env = base_env(home, build(home / "toy"), DATABASE_URL=url, REDIS_URL=redis.url if redis else REDIS,
-                   FINE_BROKER_KEY_PREFIX=prefix, FINE_MAX_ATTEMPTS="3", FINE_QUOTA_ACTIVE_JOBS="100",
-                   FINE_WRITE_RATE_PER_MINUTE="1000", FINE_REDISPATCH_AFTER="30", FINE_CONSUMER_WATCHDOG="15")
+                   FINE_BROKER_KEY_PREFIX=prefix, **SETTINGS)
     svc = Service(env, home)
     results = []
     try:
@@ -254,6 +257,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             clear_redis_prefix(prefix)
         drop_database(db)
     a.worker_restarts = svc.worker_restarts
+    a.settings = {k: env[k] for k in ("FINE_HEARTBEAT_TIMEOUT", *SETTINGS)}
     report(results, a, time.monotonic() - t0)
     return results
 
@@ -267,9 +271,14 @@ def report(results: list[dict], a: argparse.Namespace, seconds: float) -> None:
         restarts = " --own-redis" + restarts
     if a.rounds != ROUNDS:
         restarts = f" --rounds {a.rounds}" + restarts
+    if a.out != OUT:
+        restarts += f" --out {a.out}"
+    settings = ", ".join(f"{k}={v}" for k, v in a.settings.items())
+    broker = "a private redis-server" if a.own_redis else "real Redis"
     lines = ["# Fault benchmark", "", f"Command: `python -m api_tests.bench_faults --kills {a.kills} --concurrent "
-             f"{a.concurrent} --users {a.users}{restarts}` ({seconds:.0f} s; real Redis, PostgreSQL, one API, two workers "
-             f"started again when they exit by themselves ({a.worker_restarts} times); jobs: {json.dumps(JOB)}).", "",
+             f"{a.concurrent} --users {a.users}{restarts}` ({seconds:.0f} s, load average {os.getloadavg()[0]:.1f} on "
+             f"{os.cpu_count()} cores at the end; {broker}, PostgreSQL, one API, two workers started again when they "
+             f"exit by themselves ({a.worker_restarts} times); {settings}; jobs: {json.dumps(JOB)}).", "",
              "| round | " + " | ".join(cols) + " | answers |", "| --- |" + " --- |" * (len(cols) + 1)]
     for r in results:
         lines.append(f"| {r['round']} | " + " | ".join(str(r[c]) for c in cols) + f" | {r['answers']} |")
