@@ -1,13 +1,17 @@
 """Fault benchmark: real Redis, a fresh PostgreSQL database, one API and two worker processes, small real jobs.
 
 Rounds: SIGKILL of a worker mid-job (N times); a worker frozen with SIGSTOP past its lease, then resumed
-(the zombie must not register a second checkpoint); concurrent submissions from several users; and, only
-when given the commands, a Redis and a PostgreSQL restart mid-run (they restart shared servers: never run
-them on a machine where others use those servers). Reports per round: submitted, succeeded, failed with a
-reason, lost, stuck, duplicate checkpoints and answers other than the documented ones.
+(the zombie must not register a second checkpoint); concurrent submissions from several users; a Redis
+restart mid-run, either of a private redis-server the benchmark starts (`--own-redis`: kept down until the
+running job has ended, so that its late ack meets no broker, and restarted on the same port) or by a command
+of yours; and, when given its command, a PostgreSQL restart mid-run. Commands restart shared servers: never
+run them on a machine where others use those servers. Workers that exit by themselves (a consumer watchdog's
+exit, worker/consumer_watch.py) are started again, as docker-compose's restart policy does. Reports per round:
+submitted, succeeded, failed with a reason, lost, stuck, duplicate checkpoints and answers other than the
+documented ones.
 
-    python -m api_tests.bench_faults [--kills 10] [--concurrent 50] [--users 5]
-        [--redis-restart 'CMD'] [--postgres-restart 'CMD'] [--out bench/results/faults.md]
+    python -m api_tests.bench_faults [--kills 10] [--concurrent 50] [--users 5] [--rounds kill,zombie,...]
+        [--own-redis | --redis-restart 'CMD'] [--postgres-restart 'CMD'] [--out bench/results/faults.md]
 
 (It lives in api_tests/, not bench/, because bench/ may import only `fine`; it drives the processes that
 api_tests/harness.py starts.)
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import shlex
 import signal
@@ -25,6 +30,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,11 +38,24 @@ import httpx
 import psycopg2
 
 from api_tests.conftest import TINY
-from api_tests.harness import REDIS, Proc, Service, base_env, clear_redis_prefix, create_database, drop_database
+from api_tests.harness import (
+    REDIS,
+    Proc,
+    RedisServer,
+    Service,
+    base_env,
+    clear_redis_prefix,
+    create_database,
+    drop_database,
+)
 
 JOB = {**TINY, "sigma_steps": 150}
 DOCUMENTED = {200, 201, 202, 400, 401, 403, 404, 409, 413, 415, 422, 429, 503}
 FINAL = ("succeeded", "failed", "canceled")
+ROUNDS = "kill,zombie,redis,postgres,concurrent"
+OUT = Path("bench/results/faults.md")
+SETTINGS = {"FINE_MAX_ATTEMPTS": "3", "FINE_QUOTA_ACTIVE_JOBS": "100", "FINE_WRITE_RATE_PER_MINUTE": "1000",
+            "FINE_REDISPATCH_AFTER": "30", "FINE_CONSUMER_WATCHDOG": "15"}
 
 
 @dataclass
@@ -98,15 +117,40 @@ def zombie_round(svc: Service, freeze: float) -> Round:
     return rnd
 
 
-def restart_round(svc: Service, name: str, command: str) -> Round:
+Restart = Callable[[Round], None]
+
+
+def restart_round(svc: Service, name: str, restart: Restart, before: int = 3, after: int = 3, job: dict = JOB) -> Round:
+    """`before` jobs, the restart once the first one runs, then `after` more; all but the first are `job`."""
     rnd = Round(f"{name} restarted mid-run")
-    for i in range(3):
-        rnd.post(svc.client, {**JOB, "seed": 300 + i})
-    wait_running(svc, rnd.jobs[0])
-    subprocess.run(command, shell=True, check=True, timeout=120)
-    for i in range(3):
-        rnd.post(svc.client, {**JOB, "seed": 310 + i})
+    for i in range(before):
+        rnd.post(svc.client, {**(job if i else JOB), "seed": 300 + i})
+    wait_running(svc, rnd.jobs[0], timeout=300)
+    restart(rnd)
+    for i in range(after):
+        rnd.post(svc.client, {**job, "seed": 310 + i})
     return rnd
+
+
+def shell(command: str) -> Restart:
+    def restart(rnd: Round) -> None:
+        subprocess.run(command, shell=True, check=True, timeout=120)
+
+    return restart
+
+
+def private_redis_restart(svc: Service, redis: RedisServer, job: dict = JOB) -> Restart:
+    """SHUTDOWN NOSAVE of the service's own Redis while a job runs; one submission while it is down; back on
+    the same port once the running job has stopped running (its late ack fails: the case that stops Celery's
+    consumer)."""
+    def restart(rnd: Round) -> None:
+        redis.shutdown()
+        svc.wait_job(rnd.jobs[0], lambda j: j["status"] != "running", timeout=600)
+        rnd.post(svc.client, {**job, "seed": 320})
+        time.sleep(1)
+        redis.start()
+
+    return restart
 
 
 def concurrent_round(svc: Service, n: int, users: int) -> Round:
@@ -166,36 +210,54 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--kills", type=int, default=10)
     ap.add_argument("--concurrent", type=int, default=50)
     ap.add_argument("--users", type=int, default=5)
+    ap.add_argument("--rounds", default=ROUNDS,
+                    help="which rounds, comma-separated (redis and postgres need their restart)")
+    ap.add_argument("--own-redis", action="store_true",
+                    help="start a private redis-server on a free port and restart that one in the Redis round")
     ap.add_argument("--redis-restart", help="shell command restarting Redis (omitted: round skipped)")
     ap.add_argument("--postgres-restart", help="shell command restarting PostgreSQL (omitted: round skipped)")
-    ap.add_argument("--out", type=Path, default=Path("bench/results/faults.md"))
+    ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args(argv)
     from api_tests.toy_learngene import build
 
+    wanted = set(a.rounds.split(","))
     t0 = time.monotonic()
     home = Path(tempfile.mkdtemp(prefix="fine-faults-"))
     db, url = create_database()
     prefix = f"fine_faults_{secrets.token_hex(4)}:"
-    env = base_env(home, build(home / "toy"), DATABASE_URL=url, REDIS_URL=REDIS, FINE_BROKER_KEY_PREFIX=prefix,
-                   FINE_MAX_ATTEMPTS="3", FINE_QUOTA_ACTIVE_JOBS="100", FINE_WRITE_RATE_PER_MINUTE="1000")
+    redis = RedisServer(home / "redis.log") if a.own_redis else None
+    env = base_env(home, build(home / "toy"), DATABASE_URL=url, REDIS_URL=redis.url if redis else REDIS,
+                   FINE_BROKER_KEY_PREFIX=prefix, **SETTINGS)
     svc = Service(env, home)
     results = []
     try:
         svc.start_api()
         svc.start_worker()
         svc.start_worker()
-        rounds = [kill_round(svc, a.kills), zombie_round(svc, float(env["FINE_HEARTBEAT_TIMEOUT"]) + 4)]
-        if a.redis_restart:
-            rounds.append(restart_round(svc, "Redis", a.redis_restart))
-        if a.postgres_restart:
-            rounds.append(restart_round(svc, "PostgreSQL", a.postgres_restart))
-        rounds.append(concurrent_round(svc, a.concurrent, a.users))
+        svc.supervise_workers()
+        rounds = []
+        if "kill" in wanted:
+            rounds.append(kill_round(svc, a.kills))
+        if "zombie" in wanted:
+            rounds.append(zombie_round(svc, float(env["FINE_HEARTBEAT_TIMEOUT"]) + 4))
+        redis_restart = private_redis_restart(svc, redis) if redis else shell(a.redis_restart) if a.redis_restart else None
+        if "redis" in wanted and redis_restart:
+            rounds.append(restart_round(svc, "Redis", redis_restart))
+        if "postgres" in wanted and a.postgres_restart:
+            rounds.append(restart_round(svc, "PostgreSQL", shell(a.postgres_restart)))
+        if "concurrent" in wanted:
+            rounds.append(concurrent_round(svc, a.concurrent, a.users))
         deadline = time.monotonic() + 600
         results = [outcome(svc, r, deadline) for r in rounds]
     finally:
         svc.stop()
-        clear_redis_prefix(prefix)
+        if redis:
+            redis.shutdown()
+        else:
+            clear_redis_prefix(prefix)
         drop_database(db)
+    a.worker_restarts = svc.worker_restarts
+    a.settings = {k: env[k] for k in ("FINE_HEARTBEAT_TIMEOUT", *SETTINGS)}
     report(results, a, time.monotonic() - t0)
     return results
 
@@ -205,16 +267,27 @@ def report(results: list[dict], a: argparse.Namespace, seconds: float) -> None:
             "duplicate checkpoints", "undocumented answers"]
     restarts = "".join(f" --{flag} {shlex.quote(cmd)}" for flag, cmd in (("redis-restart", a.redis_restart),
                                                                           ("postgres-restart", a.postgres_restart)) if cmd)
+    if a.own_redis:
+        restarts = " --own-redis" + restarts
+    if a.rounds != ROUNDS:
+        restarts = f" --rounds {a.rounds}" + restarts
+    if a.out != OUT:
+        restarts += f" --out {a.out}"
+    settings = ", ".join(f"{k}={v}" for k, v in a.settings.items())
+    broker = "a private redis-server" if a.own_redis else "real Redis"
     lines = ["# Fault benchmark", "", f"Command: `python -m api_tests.bench_faults --kills {a.kills} --concurrent "
-             f"{a.concurrent} --users {a.users}{restarts}` ({seconds:.0f} s; real Redis, PostgreSQL, one API, two workers; "
-             f"jobs: {json.dumps(JOB)}).", "",
+             f"{a.concurrent} --users {a.users}{restarts}` ({seconds:.0f} s, load average {os.getloadavg()[0]:.1f} on "
+             f"{os.cpu_count()} cores at the end; {broker}, PostgreSQL, one API, two workers started again when they "
+             f"exit by themselves ({a.worker_restarts} times); {settings}; jobs: {json.dumps(JOB)}).", "",
              "| round | " + " | ".join(cols) + " | answers |", "| --- |" + " --- |" * (len(cols) + 1)]
     for r in results:
         lines.append(f"| {r['round']} | " + " | ".join(str(r[c]) for c in cols) + f" | {r['answers']} |")
-    skipped = [n for n, cmd in (("Redis", a.redis_restart), ("PostgreSQL", a.postgres_restart)) if not cmd]
+    wanted = a.rounds.split(",")
+    skipped = [n for n, key, cmd in (("Redis", "redis", a.redis_restart or a.own_redis),
+                                     ("PostgreSQL", "postgres", a.postgres_restart)) if key in wanted and not cmd]
     if skipped:
         lines += ["", f"Not run here: the {' and '.join(skipped)} restart round(s) (they restart shared servers; pass "
-                  "`--redis-restart CMD` / `--postgres-restart CMD` on a machine of your own)."]
+                  "`--own-redis` or `--redis-restart CMD` / `--postgres-restart CMD` on a machine of your own)."]
     errors = sorted({e for r in results for e in r["errors"]})
     if errors:
         lines += ["", "Reasons of the failed jobs:", *[f"- {e}" for e in errors]]

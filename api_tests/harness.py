@@ -1,5 +1,5 @@
 """Real processes for end-to-end tests: uvicorn API, Celery worker(s), a fresh PostgreSQL
-database and an isolated Redis key prefix per run."""
+database and an isolated Redis key prefix per run (or a private redis-server, for tests that restart it)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -61,18 +62,66 @@ def clear_redis_prefix(prefix: str) -> None:
     r.close()
 
 
+class RedisServer:
+    """A private redis-server on a free port (no persistence): a test may stop and restart it."""
+
+    def __init__(self, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.log = log
+        self.p: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self, timeout: float = 20) -> None:
+        with open(self.log, "ab") as out:
+            self.p = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                       "--appendonly", "no", "--daemonize", "no"], stdout=out, stderr=subprocess.STDOUT)
+        end = time.monotonic() + timeout
+        while not self.ping():
+            if time.monotonic() > end or self.p.poll() is not None:
+                raise RuntimeError(f"redis-server on port {self.port} did not start: {self.log.read_text()[-2000:]}")
+            time.sleep(0.05)
+
+    def ping(self) -> bool:
+        import redis
+
+        try:
+            return bool(redis.Redis(port=self.port, socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+    def shutdown(self) -> None:
+        """`SHUTDOWN NOSAVE`: every queued and unacknowledged message is gone, as after a crash."""
+        import redis
+
+        if self.p is None:
+            return
+        try:
+            redis.Redis(port=self.port, socket_timeout=5).shutdown(nosave=True)
+        except redis.RedisError:
+            pass  # the server closes the connection as it goes
+        try:
+            self.p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait(timeout=10)
+        self.p = None
+
+
 class Proc:
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self.log_path = log
         self._log = open(log, "ab")
         self.p = subprocess.Popen(args, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
                                   start_new_session=True)
+        self.ended_by_us = False  # kill() or stop() ended it (a supervisor leaves it dead)
 
     @property
     def pid(self) -> int:
         return self.p.pid
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
+        self.ended_by_us = True
         if self.p.poll() is None:
             try:
                 os.killpg(self.p.pid, sig)
@@ -106,6 +155,9 @@ class Service:
         self.api: Proc | None = None
         self.workers: list[Proc] = []
         self.client = httpx.Client(base_url=self.base, timeout=30)
+        self._workers_lock = threading.RLock()
+        self._supervising = threading.Event()
+        self.worker_restarts = 0
 
     def start_api(self) -> None:
         self.api = Proc([sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1",
@@ -113,9 +165,28 @@ class Service:
         self.wait_ready()
 
     def start_worker(self) -> Proc:
-        w = Proc([sys.executable, "-m", "worker"], self.env, self.home / f"worker{len(self.workers)}.log")
-        self.workers.append(w)
+        with self._workers_lock:
+            w = Proc([sys.executable, "-m", "worker"], self.env, self.home / f"worker{len(self.workers)}.log")
+            self.workers.append(w)
         return w
+
+    def supervise_workers(self) -> None:
+        """Start again every worker that exits by itself (not by kill()/stop()), as docker-compose's
+        `restart: unless-stopped` does: a worker's consumer watchdog exits it for exactly that."""
+        self._supervising.set()
+
+        def loop() -> None:
+            while True:
+                with self._workers_lock:
+                    if not self._supervising.is_set():
+                        return
+                    for w in [w for w in self.workers if not w.ended_by_us and w.p.poll() is not None]:
+                        w.kill()  # marks it ended by us; it is gone already
+                        self.worker_restarts += 1
+                        self.start_worker()
+                time.sleep(0.5)
+
+        threading.Thread(target=loop, name="worker-supervisor", daemon=True).start()
 
     def wait_ready(self, timeout: float = 60) -> None:
         end = time.monotonic() + timeout
@@ -153,8 +224,10 @@ class Service:
         return httpx.Client(base_url=self.base, timeout=30, headers=headers)
 
     def stop(self) -> None:
+        with self._workers_lock:
+            self._supervising.clear()
         self.client.close()
-        for w in self.workers:
+        for w in list(self.workers):
             w.stop()
         if self.api:
             self.api.stop()
@@ -167,7 +240,7 @@ class Service:
             if until(job):
                 return job
             time.sleep(0.25)
-        logs = "\n".join(w.tail() for w in self.workers)
+        logs = "\n".join(p.tail() for p in (self.workers or [self.api]) if p is not None)
         raise AssertionError(f"job {job_id} did not reach the expected state in {timeout}s: {job}\n{logs}")
 
     def wait_final(self, job_id: str, timeout: float = 120) -> dict:
@@ -201,7 +274,8 @@ def base_env(home: Path, learngene: Path, **extra: str) -> dict[str, str]:
 
 @contextmanager
 def embedded_service(home: Path, learngene: Path, **extra: str) -> Iterator[Service]:
-    """`fine serve` in embedded mode (SQLite, local blobs, filesystem broker): API + its worker, one process tree."""
+    """`fine serve`: API + the worker it supervises, one process tree. Embedded mode (SQLite, local blobs,
+    filesystem broker) unless `extra` sets DATABASE_URL and REDIS_URL."""
     svc = Service(base_env(home, learngene, **extra), home)
     code = f"from service.cli import serve; serve(api_only=False, host='127.0.0.1', port={svc.port})"
     svc.api = Proc([sys.executable, "-c", code], svc.env, home / "serve.log")

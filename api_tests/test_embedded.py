@@ -63,6 +63,20 @@ def test_embedded_cancel(embedded: Service) -> None:
     assert embedded.wait_final(job["id"], timeout=30)["status"] == "canceled"
 
 
+def test_serve_starts_its_worker_again(embedded: Service) -> None:
+    """A worker that exits while serve runs (here SIGKILL; a consumer watchdog's exit alike) is started again."""
+    assert embedded.api is not None
+    (old,) = children(embedded.api.pid)
+    os.kill(old, signal.SIGKILL)
+    end = time.monotonic() + 30
+    while time.monotonic() < end and children(embedded.api.pid) in ([], [old]):
+        time.sleep(0.2)
+    assert children(embedded.api.pid) not in ([], [old]), embedded.api.tail()
+    assert f"worker (pid {old}) exited with code -9: starting a new one" in embedded.api.tail(200)
+    job = embedded.client.post("/v1/jobs", json={**TINY, "seed": 42}).json()
+    assert embedded.wait_final(job["id"], timeout=180)["status"] == "succeeded"
+
+
 def test_worker_dies_with_serve_even_mid_job(embedded: Service) -> None:
     """Killing `fine serve` ends its worker too, within the exit grace, although a job is running:
     Celery's warm shutdown alone would train on to the job's end."""

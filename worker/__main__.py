@@ -6,6 +6,7 @@ import logging
 import sys
 
 from learngene_store.db import migrate
+from worker.consumer_watch import EXIT_CODE
 from worker.settings import get_settings
 
 
@@ -18,12 +19,18 @@ def main(argv: list[str] | None = None) -> None:
 
         start_parent_watch(settings.worker_parent_pid, settings.parent_exit_grace)
     migrate(settings)
-    from worker.celery_app import app
+    # torch and the method load now, before the first job, not inside it: an import of seconds (tens of
+    # seconds on a loaded machine) in a job's first step starves its heartbeat thread, and the reaper
+    # takes the job for lost
+    import fine.pipeline  # noqa: F401
+    from worker import celery_app
 
     args = ["worker", "-Q", settings.queue, "--pool", "solo", "--concurrency", "1", "--prefetch-multiplier", "1",
             "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO",
             *(argv if argv is not None else sys.argv[1:])]
-    app.worker_main(args)
+    celery_app.app.worker_main(args)
+    if celery_app.watch is not None and celery_app.watch.fired.is_set():
+        sys.exit(EXIT_CODE)  # the consumer watchdog ended this worker: its supervisor starts a new one
 
 
 if __name__ == "__main__":

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from celery.signals import worker_ready, worker_shutting_down
+from celery.signals import task_postrun, task_prerun, worker_ready, worker_shutting_down
 
 from dispatch.broker import RUN_JOB, make_celery
 from dispatch.reaper import Reaper
+from worker.consumer_watch import ConsumerWatch
 from worker.lease import SHUTTING_DOWN
 from worker.runner import run_job
 from worker.settings import get_settings
@@ -25,20 +26,38 @@ def run_job_task(job_id: str) -> str:
 
 
 _reaper: Reaper | None = None
+watch: ConsumerWatch | None = None
 
 
 @worker_ready.connect
-def _start_reaper(**_: object) -> None:
-    """Workers reap too, so dead workers' jobs are re-queued even while no API process runs."""
-    global _reaper
+def _start_threads(**_: object) -> None:
+    """Workers reap too, so dead workers' jobs are re-queued even while no API process runs; and they
+    watch their own consumer (worker/consumer_watch.py)."""
+    global _reaper, watch
     if settings.worker_reaper:
         _reaper = Reaper(settings, app)
         _reaper.start()
+    if settings.consumer_watchdog > 0:
+        watch = ConsumerWatch(app, settings.queue, settings.consumer_watchdog)
+        watch.start()
+
+
+@task_prerun.connect
+def _job_started(**_: object) -> None:
+    if watch is not None:
+        watch.job_started()
+
+
+@task_postrun.connect
+def _job_ended(**_: object) -> None:
+    if watch is not None:
+        watch.job_ended()
 
 
 @worker_shutting_down.connect
-def _stop_reaper(**_: object) -> None:
-    """SIGTERM: stop reaping, and make a running job hand its lease back at its next step."""
+def _stop_threads(**_: object) -> None:
+    """SIGTERM: stop reaping and watching, and make a running job hand its lease back at its next step."""
     SHUTTING_DOWN.set()
-    if _reaper is not None:
-        _reaper.stop()
+    for thread in (_reaper, watch):
+        if thread is not None:
+            thread.stop()

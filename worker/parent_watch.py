@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import sys
 import threading
 import time
+
+from worker.leave import leave
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +22,7 @@ def _watch(parent_pid: int, grace: float, interval: float) -> None:
     while os.getppid() == parent_pid:  # an orphan is re-parented, so getppid() changes
         time.sleep(interval)
     log.warning("parent process %d is gone: warm shutdown, hard exit in %g s", parent_pid, grace)
-    os.kill(os.getpid(), signal.SIGTERM)
-    time.sleep(grace)
-    log.error("still running %g s after the parent died: exiting now", grace)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(1)
+    leave(grace, 1)
 
 
 def start_parent_watch(parent_pid: int, grace: float, interval: float = 0.5) -> None:

@@ -16,6 +16,9 @@ class WorkerSettings(DispatchSettings):
     # `fine serve` sets this for its embedded worker, which then exits when that process is gone
     worker_parent_pid: int | None = None
     parent_exit_grace: float = 10.0  # seconds of warm shutdown before an orphaned worker exits hard
+    # queued work may wait this long on this idle worker before it exits for a restart: its Celery
+    # consumer is dead (worker/consumer_watch.py); 0 turns the watch off
+    consumer_watchdog: float = 60.0
 
 
 @lru_cache
