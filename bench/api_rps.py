@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import socket
 import statistics
@@ -114,9 +115,21 @@ def wrk_cmd(url: str, key: str | None, threads: int, connections: int, duration:
     return cmd + [url]
 
 
-def run_wrk(cmd: list[str]) -> dict:
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(cmd: list[str], pid: int | None = None) -> dict:
+    """One wrk run; with the server's pid, also the server's CPU time per request (less sensitive to what
+    else runs on the machine than req/s: a quiet machine's req/s is about its inverse)."""
+    before = cpu_s(pid) if pid else 0.0
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return parse_wrk(out)
+    result = parse_wrk(out)
+    if pid:
+        result["server_cpu_us_per_request"] = 1e6 * (cpu_s(pid) - before) / max(1, result["requests"])
+    return result
 
 
 def matmul(threads: int) -> dict:
@@ -251,21 +264,24 @@ def main() -> None:
         cmds = {n: wrk_cmd(urls[n], keys[n], a.threads, a.connections, a.duration) for n in urls}
         warm = {n: wrk_cmd(urls[n], keys[n], a.threads, a.connections, 3) for n in urls}
         mm = {t: matmul(t) for t in (1, 2)}
-        busy = busy_processes()
+        busy, load = busy_processes(), os.getloadavg()
+        pids = {"ours": ours.pid, "minimal": minimal.pid}
         for n in urls:
             run_wrk(warm[n])
         rounds = []
         for r in range(a.rounds):
             order = ["minimal", "ours"] if r % 2 == 0 else ["ours", "minimal"]
-            row = {n: run_wrk(cmds[n]) for n in order}
+            row = {n: run_wrk(cmds[n], pids[n]) for n in order}
             row["ratio"] = row["ours"]["rps"] / row["minimal"]["rps"]
+            row["cpu_ratio"] = (row["minimal"]["server_cpu_us_per_request"]
+                                / row["ours"]["server_cpu_us_per_request"])
             rounds.append(row)
             print(f"round {r + 1}: minimal {row['minimal']['rps']:.0f} req/s (p99 {row['minimal']['p99_ms']:.1f} ms), "
                   f"ours {row['ours']['rps']:.0f} req/s (p99 {row['ours']['p99_ms']:.1f} ms), "
-                  f"ratio {row['ratio']:.2f}")
+                  f"ratio {row['ratio']:.2f}; server CPU per request {row['minimal']['server_cpu_us_per_request']:.0f} vs "
+                  f"{row['ours']['server_cpu_us_per_request']:.0f} us")
         profiles = {}
         if a.profile:
-            pids = {"ours": ours.pid, "minimal": minimal.pid}
             for n in urls:
                 prof = profile_round(pids[n], cmds[n], a.duration, a.out, f"{a.label}_{n}")
                 if prof:
@@ -276,9 +292,9 @@ def main() -> None:
         stop(minimal)
     result = {
         "command": "python bench/api_rps.py " + " ".join(sys.argv[1:]),
-        "wrk": {n: " ".join(c).replace(key, "$KEY") for n, c in cmds.items()},
+        "wrk": {n: shlex.join(c).replace(key, "$KEY") for n, c in cmds.items()},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "busy_processes": busy,
+                    "busy_processes": busy, "load_average_1_5_15": load,
                     "matmul_fp32_gflops": {"threads_1": mm[1]["gflops"], "threads_2": mm[2]["gflops"],
                                            "threads_1_after": mm_after["gflops"]}},
         "note": a.note, "job": JOB, "rounds": rounds,
@@ -288,7 +304,10 @@ def main() -> None:
                    "minimal_p50_ms": statistics.median(r["minimal"]["p50_ms"] for r in rounds),
                    "ours_p50_ms": statistics.median(r["ours"]["p50_ms"] for r in rounds),
                    "minimal_p99_ms": statistics.median(r["minimal"]["p99_ms"] for r in rounds),
-                   "ours_p99_ms": statistics.median(r["ours"]["p99_ms"] for r in rounds)},
+                   "ours_p99_ms": statistics.median(r["ours"]["p99_ms"] for r in rounds),
+                   "minimal_cpu_us": statistics.median(r["minimal"]["server_cpu_us_per_request"] for r in rounds),
+                   "ours_cpu_us": statistics.median(r["ours"]["server_cpu_us_per_request"] for r in rounds),
+                   "cpu_ratio": statistics.median(r["cpu_ratio"] for r in rounds)},
         "profiles": profiles,
     }
     (a.out / f"{a.label}.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -311,17 +330,24 @@ def markdown(res: dict, a: argparse.Namespace) -> str:
         f"{mm['threads_1_after']:.1f} on 1 after the runs.",
     ]
     if res["machine"]["busy_processes"]:
-        lines += ["", "Busy while measured: " + "; ".join(f"`{b}`" for b in res["machine"]["busy_processes"])]
+        lines += ["", "Busy while measured: " + "; ".join(f"`{b}`" for b in res["machine"]["busy_processes"])
+                  + "; load average {:.1f} / {:.1f} / {:.1f}.".format(*res["machine"]["load_average_1_5_15"])]
     if res["note"]:
         lines += ["", res["note"]]
-    lines += ["", "| round | minimal req/s | p50 / p99 ms | ours req/s | p50 / p99 ms | ours / minimal |",
-              "| --- | --- | --- | --- | --- | --- |"]
+    lines += ["", "Server CPU per request: the server process's CPU time (/proc) over the requests wrk counted; "
+                  "its ratio (minimal / ours) is roughly what the req/s ratio tends to when neither server has to wait "
+                  "for a core.",
+              "", "| round | minimal req/s | p50 / p99 ms | CPU µs/req | ours req/s | p50 / p99 ms | CPU µs/req "
+                  "| ours / minimal req/s | CPU ratio |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for i, r in enumerate(res["rounds"], 1):
         mi, ou = r["minimal"], r["ours"]
-        lines.append(f"| {i} | {mi['rps']:.0f} | {mi['p50_ms']:.2f} / {mi['p99_ms']:.2f} | {ou['rps']:.0f} | "
-                     f"{ou['p50_ms']:.2f} / {ou['p99_ms']:.2f} | {r['ratio']:.2f} |")
+        lines.append(f"| {i} | {mi['rps']:.0f} | {mi['p50_ms']:.2f} / {mi['p99_ms']:.2f} | "
+                     f"{mi['server_cpu_us_per_request']:.0f} | {ou['rps']:.0f} | {ou['p50_ms']:.2f} / {ou['p99_ms']:.2f} | "
+                     f"{ou['server_cpu_us_per_request']:.0f} | {r['ratio']:.2f} | {r['cpu_ratio']:.2f} |")
     lines.append(f"| median | {m['minimal_rps']:.0f} | {m['minimal_p50_ms']:.2f} / {m['minimal_p99_ms']:.2f} | "
-                 f"{m['ours_rps']:.0f} | {m['ours_p50_ms']:.2f} / {m['ours_p99_ms']:.2f} | {m['ratio']:.2f} |")
+                 f"{m['minimal_cpu_us']:.0f} | {m['ours_rps']:.0f} | {m['ours_p50_ms']:.2f} / {m['ours_p99_ms']:.2f} | "
+                 f"{m['ours_cpu_us']:.0f} | {m['ratio']:.2f} | {m['cpu_ratio']:.2f} |")
     lines += ["", f"Goal (≥ 0.80x and p99 ≤ 15 ms at {a.connections} connections): "
                   + ("**met**" if goal else "**missed**") + "."]
     bad = [(i, n) for i, r in enumerate(res["rounds"], 1) for n in ("minimal", "ours")
