@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup run test lint services data browser bench-quick clean submission-size
+.PHONY: setup run test lint services data browser bench-tools bench-api clean submission-size bench-quick
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ data: $(FASHION)
 	apt-get update -qq && apt-get install -y -qq chromium chromium-driver
 
 browser: /usr/bin/chromedriver
+
+# wrk (Debian) and py-spy (PyPI, for --profile) for bench/api_rps.py only; `make test` needs neither.
+/usr/bin/wrk:
+	apt-get update -qq && apt-get install -y -qq wrk
+
+bench-tools: /usr/bin/wrk $(STAMP)
+	@test -x $(VENV)/bin/py-spy || $(PIP) install -q py-spy
 
 setup: $(STAMP) data browser
 
@@ -48,6 +55,10 @@ test: setup services lint
 
 bench-quick: setup
 	$(PY) bench/size_table.py --profile quick
+
+# GET /v1/jobs/{id} against a minimal FastAPI + SQLAlchemy + SQLite app, side by side (issue 17).
+bench-api: $(STAMP) bench-tools
+	$(PY) bench/api_rps.py --label $${LABEL:-run}
 
 clean:
 	rm -rf $(VENV) var out .pytest_cache .ruff_cache

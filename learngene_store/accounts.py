@@ -10,7 +10,7 @@ import re
 import secrets
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -57,10 +57,15 @@ def revoke_user(session: Session, name: str) -> None:
         session.commit()
 
 
+# Built once: constructing the statement and its cache key cost as much as running it (every request runs it).
+_BY_KEY_HASH = select(User).where(User.key_hash == bindparam("digest"))
+
+
 def authenticate(session: Session, key: str) -> User | None:
-    """The active user holding this key, or None."""
+    """The active user holding this key, or None. Looked up at every request, so a revocation counts
+    from the next request on."""
     digest = hash_key(key)
-    user = session.execute(select(User).where(User.key_hash == digest)).scalar_one_or_none()
+    user = session.execute(_BY_KEY_HASH, {"digest": digest}).scalar_one_or_none()
     if user is None or not hmac.compare_digest(user.key_hash, digest) or user.revoked_at is not None:
         return None
     return user

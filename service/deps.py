@@ -1,18 +1,25 @@
-"""Request dependencies (Annotated aliases, as in the full-stack-fastapi-template)."""
+"""Request dependencies (Annotated aliases, as in the full-stack-fastapi-template).
+
+FastAPI runs a plain `def` dependency in the thread pool, and a generator dependency there twice
+(enter and exit): a thread hop each, which under load cost more than the work they carry (issue 17,
+bench/results/api_rps/). So whatever does no I/O is `async def` and runs on the event loop; only the
+key lookup (a query) and the routes themselves go to the pool.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from celery import Celery
 from fastapi import Depends, Header, Path, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from learngene_store.accounts import authenticate
 from learngene_store.blobs import BlobStore
-from learngene_store.db import session_factory
+from learngene_store.db import get_engine, session_factory
 from learngene_store.models import User
 from service.errors import Problem
 from service.settings import ApiSettings
@@ -20,29 +27,42 @@ from service.settings import ApiSettings
 MAX_KEY_LENGTH = 128
 
 
-def get_settings(request: Request) -> ApiSettings:
+async def get_settings(request: Request) -> ApiSettings:
     return request.app.state.settings
 
 
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
 
 
-def get_session(settings: SettingsDep) -> Iterator[Session]:
-    with session_factory(settings)() as session:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """One session per request. Opening one does no I/O (it connects at its first query, in the
+    route's thread). Closing it returns the connection to the pool after a rollback: on SQLite a
+    local call of microseconds, done here; on a server database a round trip, done in the pool."""
+    state = request.app.state
+    if state.sessions is None:  # the factory is looked up once (resolving the database URL touches the disk)
+        state.sessions = session_factory(state.settings)
+        state.sqlite = get_engine(state.settings).dialect.name == "sqlite"
+    session = state.sessions()
+    try:
         yield session
+    finally:
+        if state.sqlite:
+            session.close()
+        else:
+            await run_in_threadpool(session.close)
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_store(request: Request) -> BlobStore:
+async def get_store(request: Request) -> BlobStore:
     return request.app.state.store
 
 
 StoreDep = Annotated[BlobStore, Depends(get_store)]
 
 
-def get_celery(request: Request) -> Celery:
+async def get_celery(request: Request) -> Celery:
     return request.app.state.celery
 
 
@@ -72,7 +92,7 @@ def get_user(session: SessionDep,
 CurrentUser = Annotated[User, Depends(get_user)]
 
 
-def get_admin(user: CurrentUser) -> User:
+async def get_admin(user: CurrentUser) -> User:
     if not user.is_admin:
         raise Problem(403, f"user {user.name!r} is not an admin; only admins do this", type_="admin-only")
     return user
@@ -81,7 +101,7 @@ def get_admin(user: CurrentUser) -> User:
 AdminUser = Annotated[User, Depends(get_admin)]
 
 
-def get_writer(request: Request, user: CurrentUser) -> User:
+async def get_writer(request: Request, user: CurrentUser) -> User:
     """The caller of a write (POST/PUT), counted against the write rate."""
     request.app.state.write_rate.hit(user)
     return user
@@ -90,7 +110,7 @@ def get_writer(request: Request, user: CurrentUser) -> User:
 WriterDep = Annotated[User, Depends(get_writer)]
 
 
-def get_owner(user: CurrentUser) -> str:
+async def get_owner(user: CurrentUser) -> str:
     """The name that owns what this request creates."""
     return user.name
 
@@ -106,7 +126,7 @@ LearngeneId = Annotated[str, Path(max_length=128, description="learngene id")]
 IdempotencyKey = Annotated[str | None, Header(max_length=256)]
 
 
-def require_json(content_type: Annotated[str | None, Header()] = None) -> None:
+async def require_json(content_type: Annotated[str | None, Header()] = None) -> None:
     media = (content_type or "").split(";")[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
         raise Problem(415, f"send the body as JSON with Content-Type: application/json "
