@@ -6,7 +6,23 @@ import logging
 import sys
 
 from learngene_store.db import migrate
-from worker.settings import get_settings
+from worker.settings import WorkerSettings, get_settings
+
+
+def preload(settings: WorkerSettings) -> None:
+    """Import what every job needs before taking the first one, so that no job waits for it: torch (at the
+    worker's threads), the pipeline, the metrics, matplotlib for the curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+    import torch
+
+    import fine.metrics  # noqa: F401
+    import fine.pipeline  # noqa: F401
+
+    torch.set_num_threads(settings.threads)
+    logging.getLogger(__name__).info("worker ready to run jobs with %d torch threads", settings.threads)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
 
         start_parent_watch(settings.worker_parent_pid, settings.parent_exit_grace)
     migrate(settings)
+    preload(settings)
     from worker.celery_app import app
 
     args = ["worker", "-Q", settings.queue, "--pool", "solo", "--concurrency", "1", "--prefetch-multiplier", "1",
