@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select
 
 from fine.spec import JobSpec
+from learngene_store import evaluations
 from learngene_store import jobs as job_states
 from learngene_store.models import Job, User
 from service.access import owned, owns
@@ -79,8 +80,12 @@ def get_job(job_id: JobId, session: SessionDep, user: CurrentUser) -> JobOut:
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut)
 def cancel_job(job_id: JobId, session: SessionDep, user: WriterDep) -> JobOut:
-    """Cooperative cancel: a queued job is canceled at once, a running one stops at its next step."""
+    """Cooperative cancel: a queued job is canceled at once, a running one stops at its next step; a succeeded
+    job's evaluation still under way is canceled (its checkpoint stays, metrics `canceled`)."""
     job = _get(session, user, job_id)
+    if job.status == "succeeded" and evaluations.request_cancel(session, job_id):
+        session.expire_all()
+        return job_out(_get(session, user, job_id))
     if job_states.is_final(job.status) and job.status != "canceled":
         raise Problem(409, f"job {job_id} already {job.status}; only queued or running jobs can be canceled",
                       type_="job-finished")
