@@ -58,11 +58,13 @@ def adaptation_parts(learngene_cfg: DiTConfig, target: ImageData) -> tuple[str, 
 def sample_grid(
     model: DiT, path: Path, per_class: int = 8, steps: int = 50, cfg_scale: float = 2.0, seed: int = 0,
     classes: list[int] | None = None, sampler: str = "ddim", pool: tuple[torch.Tensor, torch.Tensor] | None = None,
+    should_stop: StopFn | None = None,
 ) -> Path:
     """A PNG grid with one row per class (classifier-free guidance).
 
     `pool` = (images in [-1, 1], labels) already sampled, e.g. the evaluation's: each row takes its
-    class's first `per_class` from it, and only what the pool lacks is sampled here."""
+    class's first `per_class` from it, and only what the pool lacks is sampled here. `should_stop` is
+    checked at every sampler step (True raises JobCanceled)."""
     classes = classes if classes is not None else list(range(model.cfg.num_classes))
     rows: dict[int, list[torch.Tensor]] = {c: [] for c in classes}
     if pool is not None:
@@ -73,11 +75,23 @@ def sample_grid(
     if missing:
         shape = (model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size)
         x = Diffusion().sample(model, torch.tensor(missing), shape, steps=steps, sampler=sampler, cfg_scale=cfg_scale,
-                               generator=torch.Generator().manual_seed(seed))
+                               generator=torch.Generator().manual_seed(seed), progress=_stopper(should_stop))
         for c, img in zip(missing, x, strict=True):
             rows[c].append(img)
     grid = torch.stack([img for c in classes for img in rows[c]])
     return save_grid(to_uint8(grid), path, rows=len(classes))
+
+
+def _stopper(should_stop: StopFn | None) -> Callable[[int, int], None] | None:
+    """A sampler progress callback that raises JobCanceled once `should_stop()` says so."""
+    if should_stop is None:
+        return None
+
+    def check(step: int, total: int) -> None:
+        if should_stop():
+            raise JobCanceled(f"stopped at sampler step {step} of {total}")
+
+    return check
 
 
 @dataclass
@@ -127,10 +141,8 @@ def run_evaluation(
     shape = (model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size)
     made = []
     for i in range(0, len(y), 100):
-        if should_stop is not None and should_stop():
-            raise JobCanceled("evaluation stopped")
         made.append(Diffusion().sample(model, y[i : i + 100], shape, steps=sample_steps, sampler=sampler,
-                                       cfg_scale=cfg_scale, generator=g))
+                                       cfg_scale=cfg_scale, generator=g, progress=_stopper(should_stop)))
         if progress is not None:
             progress("eval", min(i + 100, len(y)), len(y), None)
     images = torch.cat(made)
@@ -333,7 +345,8 @@ def evaluate_and_save(
         classes = sorted(train.labels.unique().tolist()) if train is not None else list(range(model.cfg.num_classes))
     pool = (ev.images, ev.labels) if ev.images is not None and ev.labels is not None else None
     files = {"samples": sample_grid(model, out / "samples.png", steps=spec.sample_steps, seed=spec.seed,
-                                    classes=classes, sampler=spec.sampler, cfg_scale=1.5, pool=pool)}
+                                    classes=classes, sampler=spec.sampler, cfg_scale=1.5, pool=pool,
+                                    should_stop=should_stop)}
     spent["samples"] = time.time() - t
     config = {**config, "metrics": ev.metrics}
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
