@@ -246,6 +246,11 @@ class Service:
     def wait_final(self, job_id: str, timeout: float = 120) -> dict:
         return self.wait_job(job_id, lambda j: j["status"] in ("succeeded", "failed", "canceled"), timeout)
 
+    def wait_metrics(self, job_id: str, timeout: float = 120) -> dict:
+        """The job once it is final and its checkpoint's evaluation (if it has one) has ended too."""
+        return self.wait_job(job_id, lambda j: j["status"] in ("succeeded", "failed", "canceled")
+                             and j.get("metrics_status") not in ("pending", "running"), timeout)
+
 
 def base_env(home: Path, learngene: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FINE_") and k not in ("DATABASE_URL",

@@ -27,6 +27,8 @@ def test_events_arrive_in_order_and_a_reconnect_misses_none(service: Service) ->
     assert [e.id for e in log] == list(range(1, len(log) + 1)), "a gap or a repeat across the reconnect"
     statuses = [e.data["status"] for e in log if e.event == "status"]
     assert statuses == ["queued", "running", "succeeded"]
+    evaluation = [e.data["metrics_status"] for e in log if e.event == "evaluation"]
+    assert evaluation == ["running", "ready"] and end.data["metrics_status"] == "ready"  # after the checkpoint
     assert log[-1].data["checkpoint_id"] == end.data["checkpoint_id"]
     sigma = [e.data for e in log if e.event == "progress" and e.data["phase"] == "sigma"]
     assert sigma and all(d["total"] == 40 for d in sigma)
@@ -38,7 +40,7 @@ def test_events_arrive_in_order_and_a_reconnect_misses_none(service: Service) ->
                       timeout=30) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         tail = list(parse_events(r.iter_lines()))
-    assert [(e.id, e.event) for e in tail] == [(len(log), "status"), (None, "end")]
+    assert [(e.id, e.event) for e in tail] == [(len(log), "evaluation"), (None, "end")]
     # the checkpoint's pictures: the sigma-stage curve (PNG + numbers) and the sample grid, ETag-cacheable
     ckpt_id = end.data["checkpoint_id"]
     curve = service.client.get(f"/v1/checkpoints/{ckpt_id}/curve.png")

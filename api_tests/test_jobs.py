@@ -26,12 +26,14 @@ def test_submit_poll_download(service: Service, client: httpx.Client) -> None:
     job = submit(client)
     assert job["status"] in ("queued", "running")
     assert job["learngene"].startswith("toy-digits")  # the default (newest) learngene
-    done = service.wait_final(job["id"])
-    assert done["status"] == "succeeded", done
+    done = service.wait_metrics(job["id"])
+    assert done["status"] == "succeeded" and done["metrics_status"] == "ready", done
     assert done["progress"]["phase"] == "done" and done["progress"]["step"] == done["progress"]["total"] > 0
     assert done["attempts"] == 1
     t = done["timings"]
     assert 0 <= t["queued_s"] <= t["total_s"] and 0 < t["running_s"] <= t["total_s"]
+    assert {"load_s", "assemble_s", "sigma_s", "save_s", "evaluate_s"} <= set(t)  # the worker's phases
+    assert t["checkpoint_s"] <= t["metrics_s"] and t["sigma_s"] + t["save_s"] <= t["checkpoint_s"]
 
     ckpt = client.get(f"/v1/checkpoints/{done['checkpoint_id']}").json()
     assert ckpt["job_id"] == job["id"] and ckpt["depth"] == 3 and ckpt["hidden_size"] == 64

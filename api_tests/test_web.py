@@ -76,10 +76,13 @@ def test_the_page_browses_submits_watches_and_shows_pictures(service: Service, b
 
     fill({"hidden_size": 32})
     browser.find_element(By.ID, "job-submit").click()
-    WebDriverWait(browser, 180).until(lambda d: d.find_element(By.ID, "watch-status").text == "succeeded")
+    WebDriverWait(browser, 180).until(lambda d: "end: succeeded" in d.find_element(By.ID, "watch-log").text)
     log = browser.find_element(By.ID, "watch-log").text
-    assert "queued" in log and "running" in log and "end: succeeded" in log
+    assert browser.find_element(By.ID, "watch-status").text == "succeeded"
+    # the checkpoint first (downloadable), its evaluation after, then the end of the stream
+    assert log.index("running") < log.index("succeeded") < log.index("metrics running") < log.index("metrics ready")
     assert browser.find_element(By.ID, "watch-progress").text.startswith(("sigma 30/30", "eval", "saving"))
+    wait.until(lambda d: d.find_element(By.ID, "ckpt-metrics-status").text == "metrics ready")
     for img in ("ckpt-curve", "ckpt-samples"):
         wait.until(lambda d, img=img: d.execute_script(
             "const i = document.getElementById(arguments[0]); return i.complete && i.naturalWidth > 0", img))

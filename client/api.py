@@ -17,6 +17,7 @@ from client.sse import Event, parse_events
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 FINAL = ("succeeded", "failed", "canceled")
+METRICS_FINAL = ("ready", "failed", "canceled")  # a checkpoint's evaluation has ended
 
 
 class ApiError(Exception):
@@ -139,13 +140,17 @@ class Client:
                     raise ApiError(f"lost the event stream of {job_id}: {e or type(e).__name__}") from None
                 time.sleep(min(5.0, 0.2 * 2 ** failures))
 
-    def wait(self, job_id: str, on_event: Callable[[Event], None] | None = None) -> dict[str, Any]:
-        """Follow the job's events to its end; returns the final job."""
+    def wait(self, job_id: str, on_event: Callable[[Event], None] | None = None, *,
+             metrics: bool = False) -> dict[str, Any]:
+        """Follow the job's events until it is final (succeeded: its checkpoint is downloadable), or with
+        `metrics=True` until its checkpoint's evaluation has ended too; returns the job then."""
         for event in self.events(job_id):
             if on_event is not None:
                 on_event(event)
             if event.event == "end":
                 return event.data
+            if not metrics and event.event == "status" and event.data.get("status") in FINAL:
+                return self.job(job_id)
         return self.job(job_id)
 
     # checkpoints

@@ -75,7 +75,11 @@ class ProgressBars:
                 bar.set_postfix(loss=f"{d['loss']:.4f}", refresh=False)
             bar.refresh()
         elif event.event == "status":
-            self.tqdm.write(f"{d['status']}" + (f": {d['error']}" if d.get("error") else ""), file=sys.stderr)
+            ready = f" (checkpoint {d['checkpoint_id']} downloadable)" if d.get("checkpoint_id") else ""
+            self.tqdm.write(f"{d['status']}{ready}" + (f": {d['error']}" if d.get("error") else ""), file=sys.stderr)
+        elif event.event == "evaluation":
+            self.tqdm.write(f"metrics {d['metrics_status']}" + (f": {d['error']}" if d.get("error") else ""),
+                            file=sys.stderr)
         elif event.event == "end":
             self.close()
 
@@ -99,10 +103,21 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 def _finish(job: dict[str, Any]) -> int:
     """Exit status of a followed job: 0 when it succeeded; else its error on stderr."""
     if job["status"] == "succeeded":
+        if job.get("metrics_status"):  # the last line of stdout stays "<job> succeeded: checkpoint <id>"
+            print(f"metrics {job['metrics_status']}", file=sys.stderr)
         print(f"{job['id']} succeeded" + (f": checkpoint {job['checkpoint_id']}" if job.get("checkpoint_id") else ""))
         return 0
     print(f"fine: job {job['id']} {job['status']}: {job.get('error') or 'no error recorded'}", file=sys.stderr)
     return 1
+
+
+def _follow(c: Client, job_id: str, metrics: bool) -> int:
+    """Follow a job with progress bars to its checkpoint (`metrics`: to the end of its evaluation)."""
+    bars = ProgressBars()
+    try:
+        return _finish(c.wait(job_id, on_event=bars, metrics=metrics))
+    finally:
+        bars.close()
 
 
 def jobs_submit(c: Client, a: argparse.Namespace) -> int:
@@ -110,13 +125,9 @@ def jobs_submit(c: Client, a: argparse.Namespace) -> int:
     print(job["id"])
     for w in job.get("warnings", []):
         print(f"warning: {w}", file=sys.stderr)
-    if not a.wait:
+    if not (a.wait or a.wait_metrics):
         return 0
-    bars = ProgressBars()
-    try:
-        return _finish(c.wait(job["id"], on_event=bars))
-    finally:
-        bars.close()
+    return _follow(c, job["id"], a.wait_metrics)
 
 
 def jobs_list(c: Client, a: argparse.Namespace) -> int:
@@ -129,12 +140,8 @@ def jobs_list(c: Client, a: argparse.Namespace) -> int:
 
 
 def jobs_get(c: Client, a: argparse.Namespace) -> int:
-    if a.wait:
-        bars = ProgressBars()
-        try:
-            return _finish(c.wait(a.id, on_event=bars))
-        finally:
-            bars.close()
+    if a.wait or a.wait_metrics:
+        return _follow(c, a.id, a.wait_metrics)
     _print_json(c.job(a.id))
     return 0
 
@@ -160,7 +167,8 @@ def checkpoints_list(c: Client, a: argparse.Namespace) -> int:
     page = c.checkpoints(dataset=a.dataset, learngene=a.learngene, method=a.method, depth=a.depth,
                          hidden_size=a.hidden_size, limit=a.limit, cursor=a.cursor)
     rows = [{**ck, "heldout_loss": ck["metrics"].get("heldout_loss")} for ck in page["items"]]
-    _table(rows, ["id", "dataset", "method", "depth", "hidden_size", "learngene", "heldout_loss", "created_at"])
+    _table(rows, ["id", "dataset", "method", "depth", "hidden_size", "learngene", "metrics_status", "heldout_loss",
+                  "created_at"])
     if page.get("next_cursor"):
         print(f"more: --cursor {page['next_cursor']}", file=sys.stderr)
     return 0
@@ -242,6 +250,13 @@ def _runner(handler: Handler) -> Callable[[argparse.Namespace], None]:
     return run
 
 
+def _wait_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait", action="store_true",
+                   help="follow the job's events until it ends: succeeded means its checkpoint is downloadable")
+    p.add_argument("--wait-metrics", action="store_true",
+                   help="follow it until its checkpoint's evaluation (held-out loss, FD, samples) has ended too")
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add jobs, checkpoints, learngenes, datasets and webhooks (each with its actions) to the `fine` parser."""
     conn = _connection()
@@ -258,7 +273,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     jobs = group("jobs", "jobs on a fine-zoo service (over HTTP)")
     p = action(jobs, "submit", jobs_submit, "queue a job; --wait follows it with a progress bar")
     add_spec_options(p)
-    p.add_argument("--wait", action="store_true", help="follow the job's events until it ends")
+    _wait_options(p)
     p.add_argument("--idempotency-key", default=None, help="repeat-safe submit: the same key gives the same job")
     p = action(jobs, "list", jobs_list, "list jobs, newest first")
     p.add_argument("--status", default=None)
@@ -266,9 +281,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kind", default=None, choices=("init", "pretrain"))
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--cursor", default=None)
-    p = action(jobs, "get", jobs_get, "a job as JSON (--wait: follow it to its end)")
+    p = action(jobs, "get", jobs_get, "a job as JSON (--wait: follow it to its checkpoint)")
     p.add_argument("id")
-    p.add_argument("--wait", action="store_true")
+    _wait_options(p)
     action(jobs, "cancel", jobs_cancel, "cancel a queued or running job").add_argument("id")
     action(jobs, "webhooks", jobs_webhooks, "a job's webhook deliveries and their attempts").add_argument("id")
     hooks = group("webhooks", "webhook signing on a fine-zoo service (over HTTP)")

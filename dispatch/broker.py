@@ -11,6 +11,7 @@ from celery import Celery
 from dispatch.settings import DispatchSettings
 
 RUN_JOB = "worker.run_job"
+EVALUATE = "worker.evaluate"  # a registered checkpoint's (re-)evaluation, by checkpoint id
 
 
 def make_celery(settings: DispatchSettings) -> Celery:
@@ -36,7 +37,7 @@ def make_celery(settings: DispatchSettings) -> Celery:
         if settings.broker_key_prefix:
             transport_options["global_keyprefix"] = settings.broker_key_prefix
     app.conf.update(
-        task_routes={RUN_JOB: {"queue": settings.queue}},
+        task_routes={RUN_JOB: {"queue": settings.queue}, EVALUATE: {"queue": settings.queue}},
         task_default_queue=settings.queue,
         task_acks_late=True,  # a job is acknowledged only once it has finished
         task_reject_on_worker_lost=True,
@@ -57,6 +58,11 @@ def make_celery(settings: DispatchSettings) -> Celery:
 
 def enqueue_job(app: Celery, settings: DispatchSettings, job_id: str) -> None:
     app.send_task(RUN_JOB, args=[job_id], queue=settings.queue, retry=True,
+                  retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5})
+
+
+def enqueue_evaluation(app: Celery, settings: DispatchSettings, checkpoint_id: str) -> None:
+    app.send_task(EVALUATE, args=[checkpoint_id], queue=settings.queue, retry=True,
                   retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5})
 
 

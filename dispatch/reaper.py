@@ -9,9 +9,11 @@ import threading
 from collections.abc import Callable
 
 from celery import Celery
+from sqlalchemy.orm import Session
 
-from dispatch.broker import enqueue_job
+from dispatch.broker import enqueue_evaluation, enqueue_job
 from dispatch.settings import DispatchSettings
+from learngene_store import evaluations
 from learngene_store import jobs as job_states
 from learngene_store.db import session_factory
 
@@ -25,19 +27,30 @@ def sweep(settings: DispatchSettings, celery: Celery, on_reap: OnReap | None = N
     with session_factory(settings)() as session:
         report = job_states.reap(session, settings.heartbeat_timeout, settings.max_attempts,
                                  settings.dispatch_grace, settings.stall_timeout, settings.redispatch_after)
-        for job_id in report.requeued + report.redispatch:
-            try:
-                enqueue_job(celery, settings, job_id)
-                job_states.mark_dispatched(session, job_id)
-            except Exception as e:
-                log.warning("could not dispatch job %s yet: %s", job_id, e)
-    for outcome in ("requeued", "failed", "canceled"):
-        ids = getattr(report, outcome)
-        if ids:
-            if on_reap is not None:
-                on_reap(outcome, len(ids))
-            log.warning("reaper: %s %s", outcome, ", ".join(ids))
+        _dispatch(session, "job", report.requeued + report.redispatch,
+                  lambda job_id: enqueue_job(celery, settings, job_id), job_states.mark_dispatched)
+        evals = evaluations.reap(session, settings.heartbeat_timeout, settings.max_attempts, settings.dispatch_grace,
+                                 settings.redispatch_after)
+        _dispatch(session, "evaluation of", evals.dispatch,
+                  lambda ckpt_id: enqueue_evaluation(celery, settings, ckpt_id), evaluations.mark_dispatched)
+    for what, found in (("", report), ("evaluations ", evals)):
+        for outcome in ("requeued", "failed", "canceled"):
+            ids = getattr(found, outcome)
+            if ids:
+                if on_reap is not None and found is report:
+                    on_reap(outcome, len(ids))
+                log.warning("reaper: %s%s %s", what, outcome, ", ".join(ids))
     return report
+
+
+def _dispatch(session: Session, what: str, ids: list[str], send: Callable[[str], None],
+              mark: Callable[[Session, str], None]) -> None:
+    for one in ids:
+        try:
+            send(one)
+            mark(session, one)
+        except Exception as e:
+            log.warning("could not dispatch %s %s yet: %s", what, one, e)
 
 
 class Reaper(threading.Thread):

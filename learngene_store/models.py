@@ -25,6 +25,10 @@ JOB_KINDS = ("init", "pretrain")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
 FINAL_STATUSES = ("succeeded", "failed", "canceled")
 FILE_FORMATS = ("dense", "factored", "config", "samples", "metrics", "diffusers", "curve", "losses")
+# A checkpoint's evaluation (held-out loss, FD, sample grid) runs after it is registered and downloadable:
+# pending (queued for an evaluator) -> running (an evaluator holds its lease) -> ready | failed | canceled.
+METRICS_STATUSES = ("pending", "running", "ready", "failed", "canceled")
+METRICS_UNFINISHED = ("pending", "running")
 
 
 def utcnow() -> datetime:
@@ -132,6 +136,8 @@ class Job(Base):
     dispatched_at: Mapped[datetime | None] = mapped_column()
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
+    # seconds per phase as the worker measured them: load_s, assemble_s, sigma_s, finetune_s, save_s, evaluate_s
+    timings: Mapped[dict[str, Any] | None] = mapped_column()
 
     checkpoint: Mapped[Checkpoint | None] = relationship(back_populates="job", uselist=False)
 
@@ -152,6 +158,17 @@ class Checkpoint(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
     owner: Mapped[str] = mapped_column(String(128), default="anonymous")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    # The evaluation that fills `metrics` after registration (learngene_store/evaluations.py), leased like a job.
+    metrics_status: Mapped[str] = mapped_column(String(16), default="pending", server_default="ready", index=True)
+    metrics_error: Mapped[str | None] = mapped_column(Text)  # why the evaluation failed or was canceled
+    metrics_at: Mapped[datetime | None] = mapped_column()  # when the evaluation ended (ready, failed, canceled)
+    eval_lease: Mapped[str | None] = mapped_column(String(64))  # token of the evaluator that owns it
+    eval_worker_id: Mapped[str | None] = mapped_column(String(256))
+    eval_heartbeat_at: Mapped[datetime | None] = mapped_column()  # also: when a pending evaluation was queued
+    eval_dispatched_at: Mapped[datetime | None] = mapped_column()
+    eval_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    eval_cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
     job: Mapped[Job] = relationship(back_populates="checkpoint")
     files: Mapped[list[CheckpointFile]] = relationship(

@@ -1,6 +1,8 @@
 """`python -m service.run_default` (behind `make run`): start the embedded service, submit the
 default job (depth 6, width 128, 300 sigma steps on Fashion-MNIST), show its progress, download
-the checkpoint to ./out/ and stop the service; all through the HTTP client (client/), as a user would."""
+the checkpoint to ./out/ as soon as it is downloadable, then wait for its evaluation and download the
+metrics and sample grid, saying how many seconds after the POST each arrived; then stop the service.
+All through the HTTP client (client/), as a user would."""
 
 from __future__ import annotations
 
@@ -16,9 +18,13 @@ from pathlib import Path
 import httpx
 
 from client import ApiError, Client
+from client.api import FINAL
 from client.cli import ProgressBars
 
 DEFAULT_JOB = {"depth": 6, "hidden_size": 128, "dataset": "fashion-mnist", "method": "fine", "sigma_steps": 300}
+MODEL_FILES = ("dense", "factored", "config")  # downloadable as soon as the job succeeded
+PHASES = ("queued_s", "load_s", "assemble_s", "sigma_s", "finetune_s", "save_s", "evaluate_s", "checkpoint_s",
+          "metrics_s")
 
 
 def _free_port() -> int:
@@ -73,19 +79,42 @@ def run(out_dir: Path, job: dict) -> Path:
         if job["hidden_size"] > lg["hidden_size"]:
             print(f"note: learngene {lg['id']} is {lg['hidden_size']} wide; using hidden_size {lg['hidden_size']}")
             job = {**job, "hidden_size": lg["hidden_size"]}
+        t0 = time.monotonic()
         job_id = client.submit(job)["id"]
         print(f"job {job_id}: depth {job['depth']}, width {job['hidden_size']}, {job['dataset']}, "
               f"learngene {lg['id']}")
-        t0 = time.monotonic()
         bars = ProgressBars()
+        path, done = None, None
         try:
-            status = client.wait(job_id, on_event=bars)
+            for event in client.events(job_id):  # one stream: the checkpoint first, its evaluation after
+                bars(event)
+                d = event.data
+                if event.event == "status" and d["status"] in FINAL:
+                    if d["status"] != "succeeded":
+                        raise SystemExit(f"job {job_id} {d['status']}: {d.get('error')}")
+                    print(f"checkpoint {d['checkpoint_id']} downloadable {time.monotonic() - t0:.1f} s after the "
+                          "POST (metrics pending)")
+                    path = _download(client, d["checkpoint_id"], out_dir, MODEL_FILES)
+                    print(f"checkpoint downloaded to {path.parent} {time.monotonic() - t0:.1f} s after the POST")
+                elif event.event == "end":
+                    done = d
         finally:
             bars.close()
-        print(f"job {status['status']} in {time.monotonic() - t0:.1f} s")
-        if status["status"] != "succeeded":
-            raise SystemExit(f"job {job_id} {status['status']}: {status.get('error')}")
-        return _download(client, status["checkpoint_id"], out_dir)
+        if path is None or done is None:
+            raise SystemExit(f"the event stream of {job_id} ended early; see GET /v1/jobs/{job_id}")
+        print(f"metrics {done['metrics_status']} {time.monotonic() - t0:.1f} s after the POST")
+        ckpt = client.checkpoint(done["checkpoint_id"])
+        if ckpt["metrics_status"] != "ready":
+            print(f"the evaluation did not finish ({ckpt['metrics_status']}: {ckpt.get('metrics_error')}); "
+                  "the checkpoint is complete without it")
+        _download(client, ckpt["id"], out_dir, None)
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in ckpt["metrics"].items() if isinstance(v, float))
+        if metrics:
+            print(f"metrics: {metrics}")
+        timings = client.job(job_id)["timings"]
+        shown = ", ".join(f"{k} {timings[k]:.1f}" for k in PHASES if k in timings)
+        print(f"seconds per phase: {shown}")
+        return path
     except ApiError as e:
         raise SystemExit(f"error: {e}") from None
     finally:
@@ -98,17 +127,15 @@ def run(out_dir: Path, job: dict) -> Path:
                 proc.kill()
 
 
-def _download(client: Client, ckpt_id: str, out_dir: Path) -> Path:
-    """Every file of the checkpoint but the diffusers zip, each verified against its sha256."""
+def _download(client: Client, ckpt_id: str, out_dir: Path, formats: tuple[str, ...] | None) -> Path:
+    """The checkpoint's files of these formats (None: every file but the diffusers zip), each verified
+    against its sha256; returns the path of its model.safetensors."""
     ckpt = client.checkpoint(ckpt_id)
     dest = out_dir / ckpt_id
     dest.mkdir(parents=True, exist_ok=True)
     for f in ckpt["files"]:
-        if f["format"] != "diffusers":
+        if f["format"] != "diffusers" and (formats is None or f["format"] in formats):
             client.download(ckpt_id, dest, f["format"])
-    metrics = ", ".join(f"{k}={v:.4g}" for k, v in ckpt["metrics"].items() if isinstance(v, float))
-    if metrics:
-        print(f"metrics: {metrics}")
     return dest / "model.safetensors"
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 Status = Literal["queued", "running", "succeeded", "failed", "canceled"]
+MetricsStatus = Literal["pending", "running", "ready", "failed", "canceled"]
 
 
 class Progress(BaseModel):
@@ -36,7 +37,14 @@ class JobOut(BaseModel):
     finished_at: datetime | None
     heartbeat_at: datetime | None
     checkpoint_id: str | None
-    timings: dict[str, float] = Field(default_factory=dict, description="queued_s, running_s, total_s")
+    metrics_status: MetricsStatus | None = Field(
+        default=None, description="the checkpoint's evaluation (held-out loss, FD, sample grid), which runs after "
+        "the job succeeded and the checkpoint is downloadable: pending | running -> ready | failed | canceled; "
+        "null without a checkpoint")
+    timings: dict[str, float] = Field(default_factory=dict, description=(
+        "seconds: queued_s, running_s, total_s (to the final status); per phase as the worker measured them: "
+        "load_s, assemble_s, sigma_s, finetune_s, save_s, evaluate_s; from POST: checkpoint_s (downloadable), "
+        "metrics_s (evaluation ended)"))
     warnings: list[str] = []
     links: dict[str, str]
 
@@ -68,6 +76,10 @@ class CheckpointOut(BaseModel):
     hidden_size: int
     config: dict[str, Any]
     metrics: dict[str, Any]
+    metrics_status: MetricsStatus = Field(description="pending | running (evaluation under way: the model files are "
+                                          "downloadable already) -> ready | failed | canceled")
+    metrics_error: str | None = Field(default=None, description="why the evaluation failed or was canceled")
+    metrics_at: datetime | None = Field(default=None, description="when the evaluation ended")
     files: list[FileOut]
     created_at: datetime
 

@@ -58,3 +58,23 @@ def test_submit_options_are_the_job_spec_fields() -> None:
     assert {"--" + name.replace("_", "-") for name in JobSpec.model_fields} <= flags
     with pytest.raises(SystemExit):
         p.parse_args(["--hidden-size", "64", "--dataset", "digits"])  # --depth is required
+
+
+def test_wait_returns_at_the_checkpoint_or_after_the_metrics() -> None:
+    stream = ("id: 1\nevent: status\ndata: {\"status\": \"running\"}\n\n"
+              "id: 2\nevent: status\ndata: {\"status\": \"succeeded\", \"checkpoint_id\": \"ckpt_a\"}\n\n"
+              "id: 3\nevent: evaluation\ndata: {\"metrics_status\": \"running\"}\n\n"
+              "id: 4\nevent: evaluation\ndata: {\"metrics_status\": \"ready\"}\n\n"
+              "event: end\ndata: {\"status\": \"succeeded\", \"metrics_status\": \"ready\"}\n\n")
+    seen: list[str] = []
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/events"):
+            return httpx.Response(200, text=stream, headers={"content-type": "text/event-stream"})
+        return httpx.Response(200, json={"status": "succeeded", "metrics_status": "running"})  # GET /v1/jobs/job_a
+
+    c = Client("http://api", "k", transport=httpx.MockTransport(serve))
+    assert c.wait("job_a", on_event=lambda e: seen.append(e.event)) == {"status": "succeeded",
+                                                                        "metrics_status": "running"}
+    assert seen == ["status", "status"]  # it stopped reading at the checkpoint
+    assert c.wait("job_a", metrics=True) == {"status": "succeeded", "metrics_status": "ready"}

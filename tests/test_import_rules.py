@@ -24,6 +24,8 @@ RULES: list[tuple[str, tuple[str, ...]]] = [
     ("service", ("service", "dispatch", "learngene_store", "fine.spec")),  # DESIGN.md section 4
     ("client", ("client", "fine.spec")),
     ("worker", ("worker", "dispatch", "learngene_store", "fine")),
+    # the service's latency as a user sees it: the test harness's processes, the client, `make run`'s default job
+    ("bench.job_latency", ("bench", "fine", "api_tests.harness", "client", "service.run_default")),
     ("bench", ("bench", "fine")),
     ("fine_zoo", OURS),
     ("tests", OURS),

@@ -64,6 +64,9 @@ def test_upgrade_keeps_rows(settings: Settings) -> None:
     with engine.connect() as conn:
         assert conn.execute(text("SELECT kind, learngene_id FROM jobs")).one() == ("init", "lg")
         assert conn.execute(text("SELECT job_id FROM checkpoints")).scalar() == "job_1"
+        # checkpoints from before issue 17 were evaluated before they were registered: their metrics are ready
+        assert conn.execute(text("SELECT metrics_status, eval_attempts, eval_cancel_requested FROM checkpoints")
+                            ).one() in (("ready", 0, False), ("ready", 0, 0))
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == _head()
         # rows from before accounts: visible to all (public), and the newest is the `default` alias target
         assert conn.execute(text("SELECT public FROM learngenes")).scalar() in (True, 1)

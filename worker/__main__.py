@@ -7,7 +7,23 @@ import sys
 
 from learngene_store.db import migrate
 from worker.consumer_watch import EXIT_CODE
-from worker.settings import get_settings
+from worker.settings import WorkerSettings, get_settings
+
+
+def preload(settings: WorkerSettings) -> None:
+    """Import what every job needs before taking the first one, so that no job waits for it: torch (at the
+    worker's threads), the pipeline, the metrics, matplotlib for the curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+    import torch
+
+    import fine.metrics  # noqa: F401
+    import fine.pipeline  # noqa: F401
+
+    torch.set_num_threads(settings.threads)
+    logging.getLogger(__name__).info("worker ready to run jobs with %d torch threads", settings.threads)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     # torch and the method load now, before the first job, not inside it: an import of seconds (tens of
     # seconds on a loaded machine) in a job's first step starves its heartbeat thread, and the reaper
     # takes the job for lost
-    import fine.pipeline  # noqa: F401
+    preload(settings)
     from worker import celery_app
 
     args = ["worker", "-Q", settings.queue, "--pool", "solo", "--concurrency", "1", "--prefetch-multiplier", "1",

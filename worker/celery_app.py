@@ -6,9 +6,10 @@ import logging
 
 from celery.signals import task_postrun, task_prerun, worker_ready, worker_shutting_down
 
-from dispatch.broker import RUN_JOB, make_celery
+from dispatch.broker import EVALUATE, RUN_JOB, make_celery
 from dispatch.reaper import Reaper
 from worker.consumer_watch import ConsumerWatch
+from worker.evaluation import evaluate_checkpoint
 from worker.lease import SHUTTING_DOWN
 from worker.runner import run_job
 from worker.settings import get_settings
@@ -22,6 +23,13 @@ log = logging.getLogger(__name__)
 def run_job_task(job_id: str) -> str:
     outcome = run_job(settings, job_id)
     log.info("job %s: %s", job_id, outcome)
+    return outcome
+
+
+@app.task(name=EVALUATE, acks_late=True, ignore_result=True)
+def evaluate_task(checkpoint_id: str) -> str:
+    outcome = evaluate_checkpoint(settings, checkpoint_id)
+    log.info("evaluation of %s: %s", checkpoint_id, outcome)
     return outcome
 
 

@@ -17,7 +17,7 @@ from learngene_store.db import session_factory
 from learngene_store.learngene_meta import normalize
 from learngene_store.models import Job
 from worker.curves import LossLog
-from worker.inputs import dataset_name
+from worker.inputs import dataset_name, load_splits
 from worker.lease import Lease
 from worker.settings import WorkerSettings
 
@@ -29,7 +29,6 @@ def pretrain_dir(settings: WorkerSettings, job_id: str) -> Path:
 def execute_pretrain(settings: WorkerSettings, job: Job, work: Path, store: BlobStore, lease: Lease) -> str:
     """Returns 'succeeded: <learngene id>' or raises (JobCanceled, or the library's error)."""
     from fine.config import DiTConfig
-    from fine.data import load
     from fine.formats import read_learngene_metadata
     from fine.pretrain import PretrainConfig, pretrain
     from fine.training import JobCanceled, OptimConfig
@@ -38,11 +37,11 @@ def execute_pretrain(settings: WorkerSettings, job: Job, work: Path, store: Blob
     spec = job.spec
     lease.set_phase("loading")
     with Session() as session:
-        dataset = dataset_name(session, store, job.dataset, work)
+        dataset = dataset_name(session, store, job.dataset, settings.resolved_cache_dir)
     cfg = DiTConfig(image_size=spec["image_size"], in_channels=spec["in_channels"], patch_size=spec["patch_size"],
                     depth=spec["depth"], hidden_size=spec["hidden_size"], head_dim=spec["head_dim"],
                     num_classes=spec["num_classes"], rank=spec["rank"])
-    train, test = load(dataset, "train"), load(dataset, "test")
+    train, test = load_splits(dataset, settings.resolved_cache_dir)
     every = max(1, min(250, spec["steps"]))
     # Jobs queued before the recipe fields existed get the spec's defaults for them.
     known = {k: v for k, v in spec.items() if k in PretrainSpec.model_fields}

@@ -1,37 +1,33 @@
 """One job, start to finish. Safe to run twice for the same job id (redelivery, reaper re-queue):
-only the attempt holding the registry lease works, and a job registers at most one checkpoint."""
+only the attempt holding the registry lease works, and a job registers at most one checkpoint.
+
+An init job is two phases: load → assemble → sigma stage → save → **register** (the job is `succeeded`,
+its checkpoint downloadable), then the evaluation (worker/evaluation.py) fills in the checkpoint's
+metrics in the same process, from the model still in memory, under a lease of its own."""
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import socket
-import traceback
+import time
 from pathlib import Path
 
 from fine.spec import JobSpec
+from learngene_store import evaluations
 from learngene_store import jobs as job_states
 from learngene_store.blobs import make_blob_store
 from learngene_store.db import session_factory
 from learngene_store.models import Job
+from worker import inputs
 from worker.curves import LossLog
-from worker.inputs import dataset_name, learngene_file
-from worker.lease import Lease
+from worker.evaluation import EvalInputs, evaluate_phase
+from worker.lease import Ends, Lease, guarded, one_line, redispatch, worker_id
 from worker.outputs import export_diffusers_zip, store_files
 from worker.pretrain_job import execute_pretrain, pretrain_dir
 from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
-
-
-def worker_id(settings: WorkerSettings) -> str:
-    return settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+__all__ = ["one_line", "run_job", "worker_id"]
 
 
 def run_job(settings: WorkerSettings, job_id: str) -> str:
@@ -60,84 +56,73 @@ def run_job(settings: WorkerSettings, job_id: str) -> str:
 
 
 def _guarded(settings: WorkerSettings, job: Job, lease: Lease, run, work: Path, store) -> str:  # type: ignore[no-untyped-def]
-    """Run a job body; turn cancel and errors into registry states (unless the lease was lost)."""
-    import torch
-
-    from fine.training import JobCanceled  # torch is imported here, in the worker only
-
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
+    """Run a job body; turn cancel and errors into the job's registry states (unless the lease was lost)."""
     Session = session_factory(settings)
-    try:
-        return run(settings, job, work, store, lease)
-    except JobCanceled:
-        lease.stop()
-        if lease.lost:
-            return "abandoned: lease lost"
+
+    def write(change):  # type: ignore[no-untyped-def]
         with Session() as session:
-            if lease.cancel_requested:
-                job_states.mark_canceled(session, job.id, lease.lease)
-                return "canceled"
-            if lease.timed_out:
-                limit = settings.max_job_seconds
-                job_states.fail(session, job.id, lease.lease, f"ran past the wall-clock limit of {limit:g} s per "
-                                "attempt (FINE_MAX_JOB_SECONDS); ask for fewer steps")
-                return "failed: wall-clock limit"
-            job_states.release(session, job.id, lease.lease, f"worker {worker_id(settings)} shut down (SIGTERM)")
-        _redispatch(settings, job.id)
-        return "released: worker shutting down"
-    except Exception as e:
-        log.error("job %s failed:\n%s", job.id, traceback.format_exc())
-        lease.stop()
-        if lease.lost:
-            return "abandoned: lease lost"
-        with Session() as session:
-            job_states.fail(session, job.id, lease.lease, _one_line(e))
-        return f"failed: {_one_line(e)}"
+            return change(session)
+
+    ends = Ends(canceled=lambda: write(lambda s: job_states.mark_canceled(s, job.id, lease.lease)),
+                failed=lambda why: write(lambda s: job_states.fail(s, job.id, lease.lease, why)),
+                released=lambda why: write(lambda s: job_states.release(s, job.id, lease.lease, why)),
+                redispatch=lambda: _redispatch(settings, job.id), limit_hint="ask for fewer steps")
+    return guarded(settings, lease, lambda: run(settings, job, work, store, lease), ends, f"job {job.id}")
 
 
 def _redispatch(settings: WorkerSettings, job_id: str) -> None:
-    """Send a released job to the broker now (else the reaper does, after FINE_DISPATCH_GRACE)."""
-    from dispatch.broker import enqueue_job, make_celery
+    from dispatch.broker import enqueue_job
 
-    try:
-        enqueue_job(make_celery(settings), settings, job_id)
-        with session_factory(settings)() as session:
-            job_states.mark_dispatched(session, job_id)
-    except Exception as e:
-        log.warning("released job %s not re-sent (%s); the reaper will", job_id, e)
+    redispatch(settings, f"job {job_id}", lambda celery: enqueue_job(celery, settings, job_id),
+               lambda session: job_states.mark_dispatched(session, job_id))
 
 
 def _execute_init(settings: WorkerSettings, job: Job, work: Path, store, lease: Lease) -> str:  # type: ignore[no-untyped-def]
-    from fine.pipeline import JobCanceled, init_descendant
+    from fine.pipeline import JobCanceled, train_and_save
 
     Session = session_factory(settings)
+    cache = settings.resolved_cache_dir
+    timings: dict[str, float] = {}
+    started = time.time()
     lease.set_phase("loading")
     with Session() as session:
         assert job.learngene_id is not None
-        lg_path = learngene_file(session, store, job.learngene_id, work)
-        dataset = dataset_name(session, store, job.dataset, work)
-    # The stored spec is the validated one (learngene and num_heads resolved, warnings beside it);
-    # the dataset loads from here.
+        learngene = inputs.learngene(session, store, job.learngene_id, cache)
+        source = inputs.dataset_name(session, store, job.dataset, cache)
+    train, test = inputs.load_splits(source, cache)
+    # The stored spec is the validated one (learngene and num_heads resolved, warnings beside it); the
+    # data is loaded already, so the spec keeps the registry's dataset name (what the metadata records).
     stored = {k: v for k, v in job.spec.items() if k in JobSpec.model_fields}
-    spec = JobSpec.model_validate({**stored, "dataset": dataset})
+    spec = JobSpec.model_validate({**stored, "dataset": job.dataset})
+    timings["load_s"] = time.time() - started
     losses = LossLog()
-    result = init_descendant(spec, lg_path, out_dir=work / "out", progress=losses.wrap(lease.progress),
+    trained = train_and_save(spec, learngene, train, out_dir=work / "out", progress=losses.wrap(lease.progress),
                              should_stop=lease.should_stop)
+    for phase in ("assemble", "sigma", "finetune"):
+        if phase in trained.timings:
+            timings[f"{phase}_s"] = trained.timings[phase]
     if lease.should_stop():
         raise JobCanceled("canceled after training")
     lease.set_phase("saving")
-    files = {**result.files, **losses.write(work / "out")}
+    saving = time.time()
+    files = {**trained.files, **losses.write(work / "out")}
     zipped = export_diffusers_zip(Path(files["dense"]).parent)
     if zipped is not None:
         files["diffusers"] = zipped
     rows = store_files(store, files)
     lease.stop()
+    timings["save_s"] = trained.timings["save"] + time.time() - saving
     checkpoint = {"learngene_id": job.learngene_id, "method": spec.method, "dataset": job.dataset,
-                  "depth": spec.depth, "hidden_size": spec.hidden_size, "config": result.config,
-                  "metrics": result.metrics, "owner": job.owner}
+                  "depth": spec.depth, "hidden_size": spec.hidden_size, "config": trained.config,
+                  "metrics": {}, "owner": job.owner}
+    timings = {k: round(v, 3) for k, v in timings.items()}
+    token = evaluations.new_lease()
     with Session() as session:
-        ckpt_id = job_states.succeed(session, job.id, lease.lease, checkpoint, rows)
+        ckpt_id = job_states.succeed(session, job.id, lease.lease, checkpoint, rows, timings=timings,
+                                     evaluator=(token, worker_id(settings)))
     if ckpt_id is None:
         return "abandoned: lease lost before registration"
-    return f"succeeded: {ckpt_id}"
+    log.info("job %s: checkpoint %s registered (downloadable); evaluating", job.id, ckpt_id)
+    ready = EvalInputs(trained.model, spec, trained.config, train, test, trained.classes, timings)
+    evaluated = evaluate_phase(settings, ckpt_id, job.id, token, store, work / "eval", lambda: ready)
+    return f"succeeded: {ckpt_id}; evaluation {evaluated}"

@@ -266,6 +266,10 @@ function watch(jobId) {
     if (ev.event === "status") {
       setStatus(d.status);
       log("#" + ev.id + " " + d.status + (d.error ? ": " + d.error : ""));
+      if (d.checkpoint_id) { loadCheckpoints(true); showCheckpoint(d.checkpoint_id); }  // downloadable already
+    } else if (ev.event === "evaluation") {
+      log("#" + ev.id + " metrics " + d.metrics_status + (d.error ? ": " + d.error : ""));
+      if (d.metrics_status !== "running") { loadCheckpoints(true); showCheckpoint(d.checkpoint_id); }
     } else if (ev.event === "progress") {
       if (d.total) {
         $("watch-bar").max = d.total;
@@ -312,7 +316,7 @@ async function loadCheckpoints(reset) {
       tr.dataset.id = c.id;
       const loss = c.metrics.heldout_loss;
       for (const v of [c.id, c.dataset, c.method, c.depth, c.hidden_size,
-        loss === undefined ? "" : loss.toFixed(4), c.created_at.slice(0, 19).replace("T", " ")]) cell(tr, v);
+        loss === undefined ? (c.metrics_status === "ready" ? "" : "metrics " + c.metrics_status) : loss.toFixed(4), c.created_at.slice(0, 19).replace("T", " ")]) cell(tr, v);
       tr.onclick = () => showCheckpoint(c.id);
     }
     ckptCursor = page.next_cursor;
@@ -333,15 +337,25 @@ async function download(path, filename) {
   a.click();
 }
 
+let shownCheckpoint = 0;  // the latest showCheckpoint call: an older one that ends later changes nothing
+
 async function showCheckpoint(id) {
+  const mine = ++shownCheckpoint;
   const c = await getJson("/v1/checkpoints/" + encodeURIComponent(id));
+  if (mine !== shownCheckpoint) return;
   $("ckpt-detail").hidden = false;
   $("ckpt-id").textContent = c.id;
+  $("ckpt-metrics-status").textContent = "metrics " + c.metrics_status +
+    (c.metrics_status === "pending" || c.metrics_status === "running" ? " (evaluating: the model files are ready)" : "") +
+    (c.metrics_error ? ": " + c.metrics_error : "");
+  $("ckpt-metrics-status").className = "status metrics-" + c.metrics_status;
   $("ckpt-metrics").textContent = JSON.stringify({ metrics: c.metrics, depth: c.depth, hidden_size: c.hidden_size,
     dataset: c.dataset, method: c.method, learngene: c.learngene }, null, 2);
   const formats = new Set(c.files.map((f) => f.format));
   for (const [img, name, fmt] of [["ckpt-curve", "curve.png", "curve"], ["ckpt-samples", "samples.png", "samples"]]) {
-    $(img).src = formats.has(fmt) ? await blobUrl("/v1/checkpoints/" + c.id + "/" + name) : "";
+    const src = formats.has(fmt) ? await blobUrl("/v1/checkpoints/" + c.id + "/" + name) : "";
+    if (mine !== shownCheckpoint) return;
+    $(img).src = src;
   }
   const files = $("ckpt-files");
   files.textContent = "Download: ";

@@ -41,7 +41,9 @@ def checkpoint_out(ckpt: Checkpoint) -> CheckpointOut:
              for f in sorted(ckpt.files, key=lambda f: f.format)]
     return CheckpointOut(id=ckpt.id, job_id=ckpt.job_id, learngene=ckpt.learngene_id, method=ckpt.method,
                          dataset=ckpt.dataset, depth=ckpt.depth, hidden_size=ckpt.hidden_size,
-                         config=ckpt.config, metrics=ckpt.metrics, files=files, created_at=ckpt.created_at)
+                         config=ckpt.config, metrics=ckpt.metrics, metrics_status=ckpt.metrics_status,
+                         metrics_error=ckpt.metrics_error, metrics_at=ckpt.metrics_at, files=files,
+                         created_at=ckpt.created_at)
 
 
 @router.get("", response_model=Page[CheckpointOut])

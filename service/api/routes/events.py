@@ -3,8 +3,10 @@
 Events come from the registry's job_events log (numbered per job, written with each job-row change),
 so any API process can serve any job's stream and a reconnect resumes exactly after the last number
 it saw. Event types: `status` (queued, running, succeeded, failed, canceled: data has the status and
-what explains it), `progress` (phase, step, total, loss), `cancel` (a cancel was requested), and a
-last `end` (the final job body) once the job is finished and every event was sent.
+what explains it), `progress` (phase, step, total, loss), `cancel` (a cancel was requested),
+`evaluation` (after `succeeded`, the checkpoint's metrics_status: running, then ready, failed or
+canceled, or pending again when its evaluator was lost), and a last `end` (the final job body) once
+the job is finished, its evaluation too, and every event was sent.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from fastapi.responses import StreamingResponse
 
 from learngene_store import events as job_events
 from learngene_store.db import session_factory
-from learngene_store.models import FINAL_STATUSES, Job
+from learngene_store.models import FINAL_STATUSES, METRICS_UNFINISHED, Job
 from service.access import owns
 from service.deps import CurrentUser, JobId, SessionDep, SettingsDep
 from service.errors import Problem
@@ -56,7 +58,9 @@ def _read(settings: ApiSettings, job_id: str, seen: int) -> tuple[list[str], int
     """New events after `seen` (serialised), the last number, and the end event when the job is done."""
     with session_factory(settings)() as session:
         job = session.get(Job, job_id)
-        final = job is not None and job.status in FINAL_STATUSES  # read before the events: those commit with it
+        # read before the events: those commit with it (an evaluation's with the job row's update too)
+        final = job is not None and job.status in FINAL_STATUSES and not (
+            job.checkpoint is not None and job.checkpoint.metrics_status in METRICS_UNFINISHED)
         rows = job_events.after(session, job_id, seen)
         out = [sse(r.kind, {**r.data, "at": r.created_at.isoformat()}, r.seq) for r in rows]
         last = rows[-1].seq if rows else seen
@@ -92,7 +96,8 @@ def job_events_stream(job_id: JobId, request: Request, session: SessionDep, sett
                       after: Annotated[int | None, Query(ge=0, description="resume after this event number "
                                                          "(what Last-Event-ID does, for clients that cannot set it)")] = None,
                       ) -> StreamingResponse:
-    """Server-Sent Events of one job: `status`, `progress`, `cancel`, then `end` with the final job.
+    """Server-Sent Events of one job: `status`, `progress`, `cancel`, `evaluation`, then `end` with the final
+    job, once its checkpoint's evaluation has ended too.
 
     Every event but `end` carries an `id` (its number in the job's log); reconnect with `Last-Event-ID`
     (or `?after=`) to resume without missing any."""

@@ -11,6 +11,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import joinedload, lazyload
 
 from fine.spec import JobSpec
+from learngene_store import evaluations
 from learngene_store import jobs as job_states
 from learngene_store.models import Checkpoint, Job, User
 from service.access import owned, owns
@@ -89,8 +90,12 @@ async def get_job(job_id: JobId, session: SessionDep, user: CurrentUser) -> JobO
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut)
 def cancel_job(job_id: JobId, session: SessionDep, user: WriterDep) -> JobOut:
-    """Cooperative cancel: a queued job is canceled at once, a running one stops at its next step."""
+    """Cooperative cancel: a queued job is canceled at once, a running one stops at its next step; a succeeded
+    job's evaluation still under way is canceled (its checkpoint stays, metrics `canceled`)."""
     job = _get(session, user, job_id)
+    if job.status == "succeeded" and evaluations.request_cancel(session, job_id):
+        session.expire_all()
+        return job_out(_get(session, user, job_id))
     if job_states.is_final(job.status) and job.status != "canceled":
         raise Problem(409, f"job {job_id} already {job.status}; only queued or running jobs can be canceled",
                       type_="job-finished")
