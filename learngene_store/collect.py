@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from learngene_store.blobs import BlobStore
@@ -31,9 +32,17 @@ def collect(session: Session, store: BlobStore, shas: Iterable[str]) -> list[str
 
 def delete_checkpoint(session: Session, store: BlobStore, ckpt: Checkpoint) -> list[str]:
     """Remove a checkpoint and its file rows; its job stays (without a checkpoint). Returns the blobs collected."""
-    shas = [f.sha256 for f in ckpt.files]
-    session.delete(ckpt)
-    session.commit()
+    for attempt in range(3):
+        shas = [f.sha256 for f in ckpt.files]
+        session.delete(ckpt)
+        try:
+            session.commit()
+            break
+        except IntegrityError:  # its evaluation attached a file (the sample grid) since we read them: again
+            session.rollback()
+            if attempt == 2:
+                raise
+            session.refresh(ckpt)
     return collect(session, store, shas)
 
 
