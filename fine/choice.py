@@ -48,9 +48,9 @@ def fixed_timestep_loss(model: DiT, images: ImageData, timesteps: Sequence[int],
 
 
 def candidate_losses(learngenes: Mapping[str, LearngeneSet], spec: JobSpec, target: ImageData, *,
-                     n_images: int = 64, timesteps: Sequence[int] = (50, 250, 500, 750),
-                     seed: int = 0) -> dict[str, float]:
-    """id -> held-out loss of the spec's descendant of each learngene on `n_images` of `target`."""
+                     n_images: int, timesteps: Sequence[int], seed: int) -> dict[str, float]:
+    """id -> held-out loss of the spec's descendant of each learngene on `n_images` of `target`
+    (the service's protocol: learngene_store.choice.MEASURE_*)."""
     images = target.subset(n_images, seed=seed)
     out = {}
     for lg_id, lg in learngenes.items():

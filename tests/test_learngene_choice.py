@@ -114,9 +114,10 @@ def test_measurement_prefers_the_learngene_trained_on_the_target(toy_learngene_d
     random = load_learngene(_random_learngene(tmp_path / "random"))
     target = load("digits", "train")
     s = spec(dataset="digits", hidden_size=64)
-    losses = candidate_losses({"trained": trained, "random": random}, s, target, n_images=32)
+    protocol = {"n_images": 32, "timesteps": (50, 250, 500, 750), "seed": 0}
+    losses = candidate_losses({"trained": trained, "random": random}, s, target, **protocol)
     assert losses["trained"] < losses["random"]
-    assert candidate_losses({"trained": trained}, s, target, n_images=32) == {"trained": losses["trained"]}
+    assert candidate_losses({"trained": trained}, s, target, **protocol) == {"trained": losses["trained"]}
     model = DiT(TOY)
     a = fixed_timestep_loss(model, target.subset(8), (10, 900), seed=3)
     assert a == fixed_timestep_loss(model, target.subset(8), (10, 900), seed=3)
