@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from api_tests.harness import Service
+from api_tests.conftest import distributed_service
+from api_tests.harness import Service, create_database, drop_database
 
 JOB = {"depth": 2, "hidden_size": 64, "sigma_steps": 3, "subset_size": 32, "batch_size": 8, "eval_images": 8,
        "sample_steps": 2}
@@ -68,6 +69,17 @@ def colour_learngene(out: Path, name: str, steps: int, seed: int) -> Path:
 
 
 @pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, toy_learngene: Path) -> Iterator[Service]:
+    """A service of this module's own: the learngenes it registers would change what other tests list."""
+    name, url = create_database()
+    try:
+        with distributed_service(tmp_path_factory.mktemp("colour"), toy_learngene, url) as svc:
+            yield svc
+    finally:
+        drop_database(name)
+
+
+@pytest.fixture(scope="module")
 def painter(service: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, list[str]]]:
     """A user with two private colour learngenes (so only their own jobs see them)."""
     c = service.client_for(service.add_user("painter"))
@@ -116,6 +128,7 @@ def test_colour_upload_to_checkpoint(service: Service, painter: tuple[httpx.Clie
     assert "fit equally" in rec["reason"] and "is lowest" in rec["reason"]
     assert {x["id"] for x in rec["candidates"]} >= set(colour_ids)
     assert rec["candidates"][0]["tier"] == 0 and rec["candidates"][-1]["tier"] == 2  # the default: other channels
+    assert service.wait_metrics(done["id"], timeout=300)["metrics_status"] == "ready"  # evaluated after download
     ckpt = c.get(f"/v1/checkpoints/{done['checkpoint_id']}").json()
     assert ckpt["learngene"] == done["learngene"] and "heldout_loss" in ckpt["metrics"]
     events = c.get(f"/v1/jobs/{done['id']}/events").text
