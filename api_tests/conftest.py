@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -32,11 +33,11 @@ def pg_url() -> Iterator[str]:
         drop_database(name)
 
 
-@pytest.fixture(scope="session")
-def service(tmp_path_factory: pytest.TempPathFactory, toy_learngene: Path, pg_url: str) -> Iterator[Service]:
-    home = tmp_path_factory.mktemp("distributed")
+@contextmanager
+def distributed_service(home: Path, learngene: Path, database_url: str) -> Iterator[Service]:
+    """An API process and a worker process on `database_url` and the real Redis (a private key prefix)."""
     prefix = f"fine_test_{secrets.token_hex(4)}:"
-    env = base_env(home, toy_learngene, DATABASE_URL=pg_url, REDIS_URL=REDIS, FINE_BROKER_KEY_PREFIX=prefix)
+    env = base_env(home, learngene, DATABASE_URL=database_url, REDIS_URL=REDIS, FINE_BROKER_KEY_PREFIX=prefix)
     svc = Service(env, home)
     try:
         svc.start_api()
@@ -45,6 +46,12 @@ def service(tmp_path_factory: pytest.TempPathFactory, toy_learngene: Path, pg_ur
     finally:
         svc.stop()
         clear_redis_prefix(prefix)
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory: pytest.TempPathFactory, toy_learngene: Path, pg_url: str) -> Iterator[Service]:
+    with distributed_service(tmp_path_factory.mktemp("distributed"), toy_learngene, pg_url) as svc:
+        yield svc
 
 
 @pytest.fixture()

@@ -11,6 +11,7 @@ from dispatch.settings import DispatchSettings
 from dispatch.webhooks import url_refusal
 from fine.spec import DatasetError, JobSpec, PretrainSpec
 from fine.spec import parse_dataset_name as parse_name
+from learngene_store import choice
 from learngene_store.accounts import DEFAULT_ALIAS, alias_target
 from learngene_store.models import Dataset, Learngene, User
 from service.access import can_see_dataset, can_see_learngene, visible_learngenes
@@ -31,20 +32,18 @@ def _invalid(errors: list[tuple[str, str]]) -> Problem:
 
 
 def validate_spec(session: Session, spec: JobSpec, user: User, settings: DispatchSettings | None = None) -> Resolved:
-    """Check a job spec for `user`: the learngene (id, alias or `default`) and dataset must be ones they see;
-    a webhook must be one this server calls (`settings`' policy)."""
+    """Check a job spec for `user`: the learngene (id, alias, or else the best fit for the dataset, see
+    learngene_store/choice.py) and the dataset must be ones they see; a webhook must be one this server
+    calls (`settings`' policy)."""
     errors = spec.errors()
     if settings is not None and spec.webhook is not None and not any(f == "webhook" for f, _ in errors):
         refusal = url_refusal(spec.webhook, settings)
         if refusal:
             errors.append(("webhook", refusal))
+    ds = _dataset_errors(session, spec.dataset, errors, user)
 
     if spec.learngene is None:
-        lg = alias_target(session, DEFAULT_ALIAS)
-        if lg is None:
-            raise Problem(409, "no learngene set is registered yet (no `default` alias); an admin registers one "
-                               "with POST /v1/learngenes (or ships learngenes/default/learngene.safetensors and "
-                               "restarts)", type_="no-learngene")
+        lg, record = _choose(session, spec, user, ds)
     else:
         lg = session.get(Learngene, spec.learngene) or alias_target(session, spec.learngene)
         if lg is None or not can_see_learngene(user, lg):
@@ -52,14 +51,16 @@ def validate_spec(session: Session, spec: JobSpec, user: User, settings: Dispatc
             errors.append(("learngene", f"unknown learngene {spec.learngene!r}; registered: "
                                         f"{', '.join(ids) or 'none'} (GET /v1/learngenes)"))
             raise _invalid(errors)
+        record = choice.named(lg, spec.learngene)
 
     errors += spec.learngene_errors(lg.head_dim, lg.hidden_size, lg.id)
-
-    ds = _dataset_errors(session, spec.dataset, errors, user)
     if ds is not None and ds.image_size % lg.patch_size:
+        p = lg.patch_size
+        near = sorted({max(p, ds.image_size // p * p), ds.image_size // p * p + p})
         errors.append(("dataset", f"dataset {ds.id} has {ds.image_size}x{ds.image_size} images, not a "
-                                  f"multiple of learngene {lg.id}'s patch size {lg.patch_size}; choose "
-                                  "a dataset whose image side is, or another learngene"))
+                                  f"multiple of learngene {lg.id}'s patch size {p}; any square side that is a "
+                                  f"multiple of {p} works (e.g. {' or '.join(map(str, near))}): choose a dataset "
+                                  "whose image side is, or another learngene"))
     if errors:
         raise _invalid(errors)
     assert ds is not None
@@ -72,7 +73,24 @@ def validate_spec(session: Session, spec: JobSpec, user: User, settings: Dispatc
     resolved = spec.model_dump()
     resolved["learngene"] = lg.id
     resolved["num_heads"] = hs // lg.head_dim
+    resolved[choice.CHOICE_KEY] = record
     return Resolved(lg, ds, resolved, warnings)
+
+
+def _choose(session: Session, spec: JobSpec, user: User, ds: Dataset | None) -> tuple[Learngene, dict]:
+    """The best-fitting learngene the user may build from; when none can build the job, the `default`
+    alias's target, whose errors then say what is wrong."""
+    default = alias_target(session, DEFAULT_ALIAS)
+    if ds is not None:
+        picked = choice.choose(choice.choosable(session, user.name, ds), ds, spec, default)
+        if picked is not None:
+            return picked.learngene, picked.record
+    if default is None:
+        raise Problem(409, "no learngene set is registered yet (no `default` alias); an admin registers one "
+                           "with POST /v1/learngenes (or ships learngenes/default/learngene.safetensors and "
+                           "restarts)", type_="no-learngene")
+    return default, {"chosen": default.id, "by": "default", "reason": "no registered learngene can build this job; "
+                     "checked against the `default` alias", "candidates": []}
 
 
 def _dataset_errors(session: Session, name: str, errors: list[tuple[str, str]], user: User) -> Dataset | None:

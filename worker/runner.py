@@ -21,6 +21,7 @@ from learngene_store.models import Job
 from worker import inputs
 from worker.curves import LossLog
 from worker.evaluation import EvalInputs, evaluate_phase
+from worker.learngene_choice import settle_learngene
 from worker.lease import Ends, Lease, guarded, one_line, redispatch, worker_id
 from worker.outputs import export_diffusers_zip, store_files
 from worker.pretrain_job import execute_pretrain, pretrain_dir
@@ -84,6 +85,9 @@ def _execute_init(settings: WorkerSettings, job: Job, work: Path, store, lease: 
     cache = settings.resolved_cache_dir
     timings: dict[str, float] = {}
     started = time.time()
+    if settle_learngene(settings, job, store, lease):  # several learngenes fit equally: measure them first
+        timings["choose_s"] = time.time() - started
+        started = time.time()
     lease.set_phase("loading")
     with Session() as session:
         assert job.learngene_id is not None

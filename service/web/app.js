@@ -261,6 +261,12 @@ function watch(jobId) {
     li.textContent = text;
     $("watch-log").appendChild(li);
   };
+  // Which learngene the job is built from, and why (a job that names none gets the best fit)
+  const showChoice = (c) => {
+    $("watch-learngene").textContent = c ? "learngene " + c.chosen + " (" + c.by + "): " + c.reason : "";
+  };
+  $("watch-learngene").textContent = "";
+  getJson("/v1/jobs/" + jobId).then((j) => showChoice(j.spec.learngene_choice)).catch(() => {});
   follow(jobId, (ev) => {
     const d = ev.data;
     if (ev.event === "status") {
@@ -270,6 +276,9 @@ function watch(jobId) {
     } else if (ev.event === "evaluation") {
       log("#" + ev.id + " metrics " + d.metrics_status + (d.error ? ": " + d.error : ""));
       if (d.metrics_status !== "running") { loadCheckpoints(true); showCheckpoint(d.checkpoint_id); }
+    } else if (ev.event === "learngene") {
+      showChoice({ chosen: d.learngene, by: d.by, reason: d.reason });
+      log("#" + ev.id + " learngene " + d.learngene + " (" + d.by + ")");
     } else if (ev.event === "progress") {
       if (d.total) {
         $("watch-bar").max = d.total;
