@@ -53,10 +53,12 @@ from descendants import (  # noqa: E402
 from fine.data import load  # noqa: E402
 from fine.formats import load_learngene  # noqa: E402
 from fine.metrics import metric_suffix  # noqa: E402
-from fine.spec import DEFAULT_LEARNGENE  # noqa: E402
+from fine.spec import DEFAULT_LEARNGENE, JobSpec  # noqa: E402
 
 DEFAULT_LG = ROOT / DEFAULT_LEARNGENE
 METHODS = ("fine", "linear-fit", "weight-selection", "scratch")
+JOB_SIGMA_STEPS = JobSpec.model_fields["sigma_steps"].default  # the service's default job
+COLOUR_LG = ROOT / "learngenes" / "cfmnist-v1" / "learngene" / "learngene.safetensors"  # issue 16's colour ancestry
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class Profile:
     budgets: tuple[int, ...]  # K: full steps after init (after the sigma stage for fine)
     sigma_steps: int
     scratch_factor: int = 10
+    scratch_budgets: tuple[int, ...] = ()  # scratch's budgets when given (else scratch_factor x each K > 0)
     seeds: tuple[int, ...] = (0,)
     headline: tuple[tuple[int, int], ...] = ()  # sizes that get every seed; the rest get seeds[0]
     dataset: str = "fashion-mnist"
@@ -90,6 +93,18 @@ PROFILES = {
     "new-task-mnist5k": Profile("new_task_mnist5k", ((2, 128), (6, 128)), (0, 500), 300, scratch_factor=10,
                                 dataset="mnist-5k", by_size=True, seeds=(0, 1), headline=((6, 128),)),
 }
+# Issue 16: a new domain with the default job (sigma stage only) against scratch at equal and at 10x the steps,
+# at depths 2 and 6 and every offered width; each target with the learngene the service chooses for it.
+NEW_DOMAIN_SIZES = tuple((d, w) for d in (2, 6) for w in (64, 96, 128))
+NEW_DOMAIN_TARGETS = {"cfmnist": ("colour-fashion-mnist", COLOUR_LG),  # the colour learngene's own domain
+                      "cmnist5kg": ("colour-mnist-5k-garment", COLOUR_LG),  # its look, other content
+                      "cmnist5k": ("colour-mnist-5k", COLOUR_LG),  # unlike it in look and content
+                      "mnist5k": ("mnist-5k", DEFAULT_LG)}  # grayscale: the default learngene
+PROFILES.update({
+    f"new-domain-{key}": Profile(f"new_domain/{key}", NEW_DOMAIN_SIZES, (0,), JOB_SIGMA_STEPS,
+                                 scratch_budgets=(JOB_SIGMA_STEPS, 10 * JOB_SIGMA_STEPS), dataset=dataset,
+                                 learngene=str(lg), methods=("fine", "scratch"), by_size=True)
+    for key, (dataset, lg) in NEW_DOMAIN_TARGETS.items()})
 
 
 def planned_runs(prof: Profile, lg_id: str) -> list[Run]:
@@ -121,7 +136,7 @@ def scratch_runs(prof: Profile, common: dict) -> list[Run]:
     part from their longer twin after the first FD point, by random draws only: depth 1 agrees to
     1.6% at every later step.)
     """
-    budgets = sorted({prof.scratch_factor * k for k in prof.budgets if k})
+    budgets = sorted(set(prof.scratch_budgets) or {prof.scratch_factor * k for k in prof.budgets if k})
     points = sorted({k for k in prof.budgets if k} | set(budgets))
     runs, below = [], 0
     for budget in budgets:
@@ -198,7 +213,9 @@ def report(prof: Profile) -> None:
     suffix = metric_suffix(prof.dataset) or "fd"
     floor = json.loads((out / "floor.json").read_text()) if (out / "floor.json").exists() else {}
     rows = point_rows(recs, suffix)
-    lines = [f"# {prof.out}: {prof.dataset}, learngene `{Path(prof.learngene).parent.name}`", "",
+    lg_dir = Path(prof.learngene).parent
+    lg_name = lg_dir.parent.name if lg_dir.name == "learngene" else lg_dir.name  # a run dir exports into learngene/
+    lines = [f"# {prof.out}: {prof.dataset}, learngene `{lg_name}`", "",
              f"Command: `python bench/size_table.py --profile {next((k for k, v in PROFILES.items() if v == prof), '?')}` "
              f"(then `--report`). Budget K = full training steps; FINE first trains sigma (+ block biases) "
              f"for {prof.sigma_steps} steps. Held-out = diffusion MSE on {2 * prof.eval.heldout_n} fixed "
@@ -272,16 +289,16 @@ def side_by_side(recs: list[dict], out: Path) -> None:
         shown = [(r, k) for r in mine
                  for k in ([p for p in r["fd_at"] if p] if r["method"] == "scratch" else [r["full_steps"]])]
         panels = [(f"{r['method']} {budget_label(r['method'], k, r['sigma_steps']).replace('σ', 'sigma ')}",
-                   Image.open(p).convert("L"))
+                   Image.open(p).convert("RGB"))
                   for r, k in shown if (p := grid_path(out, r, k)).exists()]
         if not panels:
             continue
         h = max(p.height for _, p in panels) + 16
-        canvas = Image.new("L", (sum(p.width + 8 for _, p in panels), h), 255)
+        canvas = Image.new("RGB", (sum(p.width + 8 for _, p in panels), h), (255, 255, 255))
         x = 0
         draw = ImageDraw.Draw(canvas)
         for title, p in panels:
-            draw.text((x + 2, 2), title, fill=0)
+            draw.text((x + 2, 2), title, fill=(0, 0, 0))
             canvas.paste(p, (x, 16))
             x += p.width + 8
         canvas.save(out / f"samples_d{depth}_w{width}.png")

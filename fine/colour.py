@@ -7,6 +7,9 @@
 - `colour-mnist-5k` (32x32 RGB, 4,000/1,000 by `fine.data.split_fixed`): a different look on
   purpose: bright two-tone digit strokes with a dark or light outline and a drop shadow, on a
   grainy multi-colour blob background.
+- `colour-mnist-5k-garment` (32x32 RGB, 4,000/1,000 by `split_fixed`): the same MNIST 5k digits in the
+  colour-fashion-mnist look, so that a target shares the colour learngene's colours but not its shapes
+  (a second colour target that no learngene is trained on; colour-mnist-5k differs in both).
 - `colour-digits` (8x8 RGB, 1,438/359 by `split_fixed`): sklearn's digits in the
   colour-fashion-mnist scheme; a tiny set for tests, built in well under a second.
 
@@ -29,8 +32,8 @@ if TYPE_CHECKING:
     from fine.data import ImageData
 
 VERSION = "1"
-COLOUR_DATASETS = ("colour-fashion-mnist", "colour-mnist-5k", "colour-digits")
-_DATASET_KEY = {name: i + 1 for i, name in enumerate(COLOUR_DATASETS)}
+COLOUR_DATASETS = ("colour-fashion-mnist", "colour-mnist-5k", "colour-digits", "colour-mnist-5k-garment")
+_DATASET_KEY = {name: i + 1 for i, name in enumerate(COLOUR_DATASETS)}  # append only: keys pick the draws
 _CHUNK = 1024  # images generated at once (bounds memory; results do not depend on it)
 
 
@@ -201,7 +204,7 @@ def _source(base: str, part: str) -> tuple[np.ndarray, np.ndarray]:
 
     if base == "colour-fashion-mnist":
         src = fdata.load_fashion_mnist(part)
-    elif base == "colour-mnist-5k":
+    elif base in ("colour-mnist-5k", "colour-mnist-5k-garment"):
         src = fdata.load_mnist5k_all()
     else:
         src = fdata.load_digits_all()

@@ -31,6 +31,7 @@ FEATURE_CLASSIFIERS: dict[str, tuple[str, str]] = {
     "mnist-5k": ("classifier-mnist-5k.safetensors", "mnist5k"),
     "colour-fashion-mnist": ("classifier-colour-fashion-mnist.safetensors", "cfmnist"),
     "colour-mnist-5k": ("classifier-colour-mnist-5k.safetensors", "cmnist5k"),
+    "colour-mnist-5k-garment": ("classifier-colour-mnist-5k-garment.safetensors", "cmnist5kg"),
 }
 
 

@@ -36,6 +36,8 @@ BUILTIN: tuple[DatasetInfo, ...] = (
     DatasetInfo("colour-mnist-5k", 5_000, 32, 3, 10,
                 "MNIST 5k coloured offline: 32x32 RGB strokes with outline and shadow on noisy blobs, fixed 80/20 split"),
     DatasetInfo("colour-digits", 1_797, 8, 3, 10, "scikit-learn digits coloured, 8x8 RGB, fixed 80/20 split"),
+    DatasetInfo("colour-mnist-5k-garment", 5_000, 32, 3, 10,
+                "MNIST 5k in colour-fashion-mnist's look (hue, texture, background), 32x32 RGB, fixed 80/20 split"),
 )
 
 

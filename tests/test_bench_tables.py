@@ -29,6 +29,18 @@ def test_planned_runs_give_scratch_ten_k_and_fine_its_sigma_stage() -> None:
     assert all(r.sigma_steps == 0 for r in runs if r.method in ("linear-fit", "weight-selection"))
 
 
+def test_new_domain_profiles_give_scratch_the_jobs_steps_and_ten_times_them() -> None:
+    from size_table import JOB_SIGMA_STEPS, PROFILES
+
+    prof = PROFILES["new-domain-cmnist5k"]
+    assert prof.dataset == "colour-mnist-5k" and prof.sigma_steps == JOB_SIGMA_STEPS
+    runs = [r for r in planned_runs(prof, "lg") if (r.depth, r.width) == (6, 96)]
+    assert [(r.method, r.sigma_steps, r.full_steps, r.fd_at) for r in runs] == [
+        ("fine", JOB_SIGMA_STEPS, 0, (0,)), ("scratch", 0, JOB_SIGMA_STEPS, (JOB_SIGMA_STEPS,)),
+        ("scratch", 0, 10 * JOB_SIGMA_STEPS, (10 * JOB_SIGMA_STEPS,))]
+    assert {(r.depth, r.width) for r in planned_runs(prof, "lg")} == {(d, w) for d in (2, 6) for w in (64, 96, 128)}
+
+
 def test_size_table_runs_resumes_and_reports(tmp_path, toy_learngene_dir) -> None:
     prof = toy_profile(tmp_path / "table", toy_learngene_dir / "learngene.safetensors")
     run_profile(prof, max_runs=5)
