@@ -139,15 +139,36 @@ def matmul(threads: int) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def busy_processes() -> list[str]:
-    """Other processes using a CPU right now (the background training run, other tests), from ps."""
-    r = subprocess.run(["ps", "-eo", "pcpu,args", "--sort=-pcpu"], capture_output=True, text=True)
+def _cpu_ticks() -> dict[int, tuple[int, str]]:
+    """pid -> (utime + stime in clock ticks, state) of every process, from /proc."""
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # gone meanwhile
+        fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "
+        out[int(stat.parent.name)] = (int(fields[11]) + int(fields[12]), fields[0])
+    return out
+
+
+def busy_processes(window: float = 1.0) -> list[str]:
+    """Other processes using a CPU right now (over `window` s; ps's %cpu is a lifetime average), stopped ones
+    (state T: a run paused for the measurement) left out."""
+    before = _cpu_ticks()
+    time.sleep(window)
+    after = _cpu_ticks()
+    hz = os.sysconf("SC_CLK_TCK")
     rows = []
-    for line in r.stdout.splitlines()[1:8]:
-        pcpu, _, cmd = line.strip().partition(" ")
-        if float(pcpu) >= 20 and not cmd.startswith("ps "):
-            rows.append(f"{pcpu}% {cmd[:160]}")
-    return rows
+    for pid, (ticks, state) in sorted(after.items(), key=lambda kv: before.get(kv[0], (kv[1][0],))[0] - kv[1][0]):
+        pct = 100 * (ticks - before.get(pid, (ticks,))[0]) / hz / window
+        if pct >= 20 and state != "T" and pid != os.getpid():
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            except OSError:
+                continue
+            rows.append(f"{pct:.0f}% {cmd[:160]}")
+    return rows[:8]
 
 
 # ---- py-spy ----------------------------------------------------------------------------------------------
