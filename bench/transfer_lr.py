@@ -9,6 +9,7 @@ other rates and records the held-out curve every 50 steps.
     python bench/transfer_lr.py                       # d8 w128, lr 1e-3 / 3e-4 / 1e-4, 500 steps
     python bench/transfer_lr.py --sizes 12x128 --report
     python bench/transfer_lr.py --rates 1e-3 --warmup 500 --steps 2000   # a long warm-up instead of a lower rate
+    python bench/transfer_lr.py --rates 1e-3 --schedule cosine --steps 2000   # decay over the fine-tuning budget
     python bench/transfer_lr.py --restart        # the ancestry itself: which part of a restart hurts
 
 `--restart` continues the ancestry's own pre-training state (`learngenes/default/train_state.pt`)
@@ -56,23 +57,31 @@ def warmup_of(rec: dict) -> int:
     return rec.get("warmup", DENSE_WARMUP)
 
 
+def schedule_of(rec: dict) -> str:
+    """Records from before `--schedule` existed all used a constant rate after warm-up."""
+    return rec.get("schedule", "constant")
+
+
 def run_all(sizes: list[tuple[int, int]], rates: list[float], methods: list[str], steps: int,
-            warmup: int = DENSE_WARMUP, learngene: Path = LG, out: Path = OUT) -> None:
+            warmup: int = DENSE_WARMUP, learngene: Path = LG, out: Path = OUT, schedule: str = "constant") -> None:
     lg = load_learngene(learngene)
     train, test = load("fashion-mnist", "train"), load("fashion-mnist", "test")
     ecfg = EvalConfig(curve_every=50)
-    done = {(r["method"], r["depth"], r["width"], r["lr"], warmup_of(r), r["full_steps"]) for r in read_runs(out / "runs.jsonl")}
+    done = {(r["method"], r["depth"], r["width"], r["lr"], warmup_of(r), schedule_of(r), r["full_steps"])
+            for r in read_runs(out / "runs.jsonl")}
     for depth, width in sizes:
         for method in methods:
             for lr in rates:
-                if (method, depth, width, lr, warmup, steps) in done:
+                if (method, depth, width, lr, warmup, schedule, steps) in done:
                     continue
                 run = Run(method, depth, width, seed=0, full_steps=steps, learngene=lg.id)
                 rec = train_run(run, lg, train, test, ecfg,
-                                full_optim=OptimConfig(lr=lr, warmup=warmup, batch_size=ecfg.batch_size))
+                                full_optim=OptimConfig(lr=lr, warmup=warmup, batch_size=ecfg.batch_size,
+                                                       schedule=schedule))
                 out.mkdir(parents=True, exist_ok=True)
-                append(out / "runs.jsonl", rec | {"lr": lr, "warmup": warmup, "learngene_path": str(learngene)})
-                print(f"{method} d{depth} w{width} lr {lr:g} warm-up {warmup} {steps} steps: "
+                append(out / "runs.jsonl", rec | {"lr": lr, "warmup": warmup, "schedule": schedule,
+                                                  "learngene_path": str(learngene)})
+                print(f"{method} d{depth} w{width} lr {lr:g} warm-up {warmup} {schedule} {steps} steps: "
                       f"{rec['heldout']:.4f} ({rec['seconds']:.0f} s)", flush=True)
 
 
@@ -122,10 +131,11 @@ def report(out: Path = OUT) -> None:
              "the row says otherwise) then a constant rate;",
              "FINE's sigma stage as in the size table (300 steps, lr 3e-3). Step 0 = after init / sigma stage.",
              "`size table` = the same run's points in `size_table/runs.jsonl` (see the script's docstring).", "",
-             "| method | size | lr | warm-up | " + " | ".join(f"{k}" for k in points)
+             "| learngene | method | size | lr | warm-up | then | " + " | ".join(f"{k}" for k in points)
              + " | best (step) | size table, lr 1e-3: 250 / 500 / 2000 |",
-             "|---|---|---|---|" + "---|" * len(points) + "---|---|"]
-    for r in sorted(recs, key=lambda r: (r["method"], r["depth"], r["width"], r["full_steps"], -r["lr"], warmup_of(r))):
+             "|---|---|---|---|---|---|" + "---|" * len(points) + "---|---|"]
+    for r in sorted(recs, key=lambda r: (r.get("learngene", ""), r["method"], r["depth"], r["width"], r["full_steps"],
+                                         -r["lr"], warmup_of(r), schedule_of(r))):
         vals = [curve_at(r, k) for k in points]
         full = [(c["heldout"], c["step"]) for c in r["curve"] if c["phase"] == "full"]
         best = min(full)
@@ -133,7 +143,8 @@ def report(out: Path = OUT) -> None:
         same = longest([t for t in table if t.get("learngene") == r.get("learngene")], r["method"], (r["depth"], r["width"]))
         ref = " / ".join(f"{v:.4f}" if v is not None else "-" for v in
                          ((curve_at(same, k) if same else None) for k in (250, 500, 2000)))
-        lines.append(f"| {r['method']} | d{r['depth']} w{r['width']} | {r['lr']:g} | {warmup_of(r)} | "
+        lines.append(f"| {r.get('learngene', '')} | {r['method']} | d{r['depth']} w{r['width']} | {r['lr']:g} | "
+                     f"{warmup_of(r)} | {schedule_of(r)} | "
                      + " | ".join(f"{v:.4f}" if v is not None else "-" for v in vals)
                      + f" | {best[0]:.4f} ({best[1]}) | {ref} |")
     rs = json.loads((out / "restart.json").read_text()) if (out / "restart.json").exists() else []
@@ -167,7 +178,8 @@ def plot(recs: list[dict], restarts: list[dict], out: Path = OUT) -> None:
     for ax, (d, w) in zip(axes[0], sizes, strict=False):
         for r in (r for r in recs if (r["depth"], r["width"]) == (d, w)):
             pts = [(0, curve_at(r, 0))] + [(c["step"], c["heldout"]) for c in r["curve"] if c["phase"] == "full"]
-            wu = "" if warmup_of(r) == DENSE_WARMUP else f", warm-up {warmup_of(r)}"
+            wu = ("" if warmup_of(r) == DENSE_WARMUP else f", warm-up {warmup_of(r)}") + (
+                "" if schedule_of(r) == "constant" else f", {schedule_of(r)}")
             ax.plot(*zip(*pts, strict=True), marker=".",
                     label=f"{r['method']} lr {r['lr']:g}{wu}, {r['full_steps']} steps")
         ax.set(title=f"depth {d}, width {w}", xlabel="full steps after init / sigma stage", ylabel="held-out MSE")
@@ -185,6 +197,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--warmup", type=int, default=DENSE_WARMUP, metavar="STEPS",
                    help="linear warm-up of the dense phase's rate")
+    p.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                   help="after warm-up: constant (the size table's) or cosine decay to 0 over --steps")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--learngene", type=Path, default=LG, help="the learngene the descendants are assembled from")
     p.add_argument("--out", type=Path, default=OUT, help="where runs.jsonl, table.md and curves.png go")
@@ -197,7 +211,7 @@ def main() -> None:
         restart_runs()
     elif not a.report:
         run_all([tuple(int(v) for v in s.split("x")) for s in a.sizes], a.rates, a.methods, a.steps, a.warmup,
-                a.learngene, a.out)
+                a.learngene, a.out, a.schedule)
     report(a.out)
 
 
