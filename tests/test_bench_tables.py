@@ -1,6 +1,7 @@
 """Toy-sized smoke tests of the issue-4 benchmark scripts: size table (report, CSV, PNGs) and savings."""
 
 import csv
+import json
 import sys
 from pathlib import Path
 
@@ -111,3 +112,20 @@ def test_claims_count_the_winner_of_each_comparison_from_seed_means(tmp_path) ->
     assert "| K=500 lowest MSE | fine 1, linear-fit 1 |" in text
     assert "| K=500 fine vs scratch@K | fine 1, scratch 1 |" in text
     assert "| K=500 best init vs scratch@10K | scratch 1 |" in text
+
+
+def test_adapt_parts_marks_the_service_rule_and_counts_what_trains(tmp_path, toy_learngene_dir) -> None:
+    from adapt_parts import main
+
+    lg = toy_learngene_dir / "learngene.safetensors"
+    main(["--targets", f"colour-digits={lg}", "digits=" + str(lg), "--steps", "2", "--test", "8", "--subset", "32",
+          "--batch-size", "8", "--out", str(tmp_path)])
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 12
+    colour = {tuple(r["parts"]) if r["parts"] is not None else None: r for r in rows if r["dataset"] == "colour-digits"}
+    assert [k for k, r in colour.items() if r["service_rule"]] == [("x_embedder", "final_layer")]
+    grey = [r for r in rows if r["dataset"] == "digits" and r["service_rule"]]
+    assert [r["parts"] for r in grey] == [[]]  # the learngene's own pixels: nothing extra trains
+    sizes = [colour[k]["trainable_params"] for k in ((), ("x_embedder",), ("x_embedder", "final_layer"), None)]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 4  # each part adds parameters; scratch trains them all
+    assert "◀" in (tmp_path / "table.md").read_text()
