@@ -65,7 +65,7 @@ def _at(rec: dict, step: int) -> float | None:
     return next((c["heldout"] for c in rec["curve"] if c["step"] == step), None)
 
 
-def report(out: Path) -> None:
+def report(out: Path, tolerance: float = 0.01) -> None:
     recs = read_runs(out / "runs.jsonl")
     if not recs:
         print(f"no runs in {out / 'runs.jsonl'}")
@@ -89,8 +89,45 @@ def report(out: Path) -> None:
         lines.append(f"| {r['tag']} | d{r['depth']} w{r['width']} | {r['lr']:g} | {r['schedule']} | {r['subset']} | "
                      + " | ".join("-" if v is None else f"{v:.4f}" for v in vals)
                      + f" | {best[0]:.4f} ({best[1]}) | {inst / best[0]:.3f} | {r['seconds']:.0f} |")
+    lines += ["", *choice_lines(recs, tolerance)]
     (out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def fewest_steps(recs: list[dict], tolerance: float) -> tuple[int, int] | None:
+    """(fewest sigma steps whose held-out is within `tolerance` of the runs' last point at every size, that
+    last step); None unless every run has the same measured steps."""
+    grids = {tuple(c["step"] for c in r["curve"]) for r in recs}
+    if len(grids) != 1:
+        return None
+    (grid,) = grids
+    last = grid[-1]
+    for step in grid:
+        if all(_at(r, step) <= (1 + tolerance) * _at(r, last) for r in recs):
+            return step, last
+    return last, last  # unreachable: the last step always qualifies
+
+
+def choice_lines(recs: list[dict], tolerance: float) -> list[str]:
+    """Per setting (learngene, rate, schedule, subset) measured at every size of the table: the fewest sigma
+    steps that hold the setting's own longest-run quality to `tolerance` at every size."""
+    sizes = {(r["depth"], r["width"]) for r in recs}
+    settings: dict[tuple, list[dict]] = {}
+    for r in recs:
+        settings.setdefault((r["tag"], r["lr"], r["schedule"], r["subset"]), []).append(r)
+    lines = [f"## Fewest sigma steps within {100 * tolerance:g} % of the longest run, at every size "
+             f"({len(sizes)} sizes)", "", "| learngene | lr | schedule | subset | steps | of | worst ratio at that step |",
+             "|---|---|---|---|---|---|---|"]
+    for (tag, lr, schedule, subset), group in sorted(settings.items()):
+        if {(r["depth"], r["width"]) for r in group} != sizes:
+            continue  # not measured at every size: no claim
+        found = fewest_steps(group, tolerance)
+        if found is None:
+            continue
+        step, last = found
+        worst = max(_at(r, step) / _at(r, last) for r in group)
+        lines.append(f"| {tag} | {lr:g} | {schedule} | {subset} | {step} | {last} | {worst:.3f} |")
+    return lines
 
 
 def main() -> None:
@@ -106,6 +143,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--tolerance", type=float, default=0.01,
+                   help="the step choice: fewest steps within this fraction of the longest run at every size")
     p.add_argument("--report", action="store_true", help="only write table.md")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -113,7 +152,7 @@ def main() -> None:
         if a.learngene is None or not a.tag:
             p.error("--learngene and --tag are needed to run (or --report)")
         run_all(a)
-    report(a.out)
+    report(a.out, a.tolerance)
 
 
 if __name__ == "__main__":

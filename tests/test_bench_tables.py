@@ -129,3 +129,19 @@ def test_adapt_parts_marks_the_service_rule_and_counts_what_trains(tmp_path, toy
     sizes = [colour[k]["trainable_params"] for k in ((), ("x_embedder",), ("x_embedder", "final_layer"), None)]
     assert sizes == sorted(sizes) and len(set(sizes)) == 4  # each part adds parameters; scratch trains them all
     assert "◀" in (tmp_path / "table.md").read_text()
+
+
+def test_sigma_tune_picks_the_fewest_steps_that_hold_quality_at_every_size() -> None:
+    from sigma_tune import choice_lines, fewest_steps
+
+    def rec(depth: int, curve: list[float], lr: float = 1e-3) -> dict:
+        return {"tag": "t", "lr": lr, "schedule": "constant", "subset": 5000, "depth": depth, "width": 128,
+                "curve": [{"step": 50 * i, "heldout": v} for i, v in enumerate(curve)]}
+
+    fast, slow = rec(2, [0.060, 0.0503, 0.0501, 0.0500]), rec(6, [0.050, 0.047, 0.0452, 0.0450])
+    assert fewest_steps([fast], 0.01) == (50, 150)
+    assert fewest_steps([fast, slow], 0.01) == (100, 150)  # the slower size decides
+    assert fewest_steps([fast, slow], 0.0) == (150, 150)
+    lines = choice_lines([fast, slow, rec(2, [0.07, 0.06, 0.05, 0.05], lr=3e-3)], 0.01)
+    assert any("| t | 0.001 |" in line and "| 100 | 150 |" in line for line in lines)
+    assert not any("| t | 0.003 |" in line for line in lines)  # measured at one size only: no claim
