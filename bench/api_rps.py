@@ -157,18 +157,19 @@ def busy_processes(window: float = 1.0) -> list[str]:
     (state T: a run paused for the measurement) left out."""
     before = _cpu_ticks()
     time.sleep(window)
-    after = _cpu_ticks()
     hz = os.sysconf("SC_CLK_TCK")
+    busy = sorted(((100 * (ticks - before[pid][0]) / hz / window, pid) for pid, (ticks, state) in _cpu_ticks().items()
+                   if pid in before and state != "T" and pid != os.getpid()), reverse=True)
     rows = []
-    for pid, (ticks, state) in sorted(after.items(), key=lambda kv: before.get(kv[0], (kv[1][0],))[0] - kv[1][0]):
-        pct = 100 * (ticks - before.get(pid, (ticks,))[0]) / hz / window
-        if pct >= 20 and state != "T" and pid != os.getpid():
-            try:
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-            except OSError:
-                continue
-            rows.append(f"{pct:.0f}% {cmd[:160]}")
-    return rows[:8]
+    for pct, pid in busy[:8]:
+        if pct < 20:
+            break
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue  # gone meanwhile
+        rows.append(f"{pct:.0f}% {cmd[:160]}")
+    return rows
 
 
 # ---- py-spy ----------------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ from fine.model import DiT
 from fine.spec import ADAPT_LR_SCALE, ADAPT_PARTS, FINETUNE_OPTIM, SIGMA_OPTIM, JobSpec
 from fine.training import JobCanceled, OptimConfig, ProgressFn, StopFn, TrainState, sigma_stage, train_all
 
+EVAL_CFG_SCALE = 1.5  # classifier-free guidance of the evaluation's samples, which the sample grid reuses
+
 __all__ = ["DenseResume", "Evaluated", "Evaluation", "Hooks", "InitResult", "JobCanceled", "JobSpec", "Trained",
            "build_descendant", "evaluate", "evaluate_and_save", "init_descendant", "run_evaluation", "sample_grid",
            "train_and_save", "train_descendant"]
@@ -104,7 +106,7 @@ class Evaluation:
 
 
 def evaluate(model: DiT, test: ImageData, dataset: str, n_images: int = 500, sample_steps: int = 50,
-             cfg_scale: float = 1.5, seed: int = 0, progress: ProgressFn | None = None, train: ImageData | None = None,
+             cfg_scale: float = EVAL_CFG_SCALE, seed: int = 0, progress: ProgressFn | None = None, train: ImageData | None = None,
              sampler: str = "ddim") -> dict:
     """Held-out denoising loss at fixed seeds and, where a feature classifier exists, FD/KID."""
     return run_evaluation(model, test, dataset, n_images, sample_steps, cfg_scale, seed, progress, train,
@@ -117,7 +119,7 @@ def run_evaluation(
     dataset: str,
     n_images: int = 500,
     sample_steps: int = 50,
-    cfg_scale: float = 1.5,
+    cfg_scale: float = EVAL_CFG_SCALE,
     seed: int = 0,
     progress: ProgressFn | None = None,
     train: ImageData | None = None,
@@ -348,7 +350,7 @@ def evaluate_and_save(
         classes = sorted(train.labels.unique().tolist()) if train is not None else list(range(model.cfg.num_classes))
     pool = (ev.images, ev.labels) if ev.images is not None and ev.labels is not None else None
     files = {"samples": sample_grid(model, out / "samples.png", steps=spec.sample_steps, seed=spec.seed,
-                                    classes=classes, sampler=spec.sampler, cfg_scale=1.5, pool=pool,
+                                    classes=classes, sampler=spec.sampler, cfg_scale=EVAL_CFG_SCALE, pool=pool,
                                     should_stop=should_stop)}
     spent["samples"] = time.time() - t
     config = {**config, "metrics": ev.metrics}

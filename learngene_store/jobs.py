@@ -134,8 +134,7 @@ def succeed(session: Session, job_id: str, lease: str, checkpoint: dict[str, Any
         session.flush()
         events.status(session, job_id, "succeeded", checkpoint_id=ckpt.id, metrics_status=ckpt.metrics_status)
         if evaluator is not None:
-            events.record(session, job_id, "evaluation", {"metrics_status": "running", "checkpoint_id": ckpt.id,
-                                                          "worker": evaluator[1], "attempt": 1})
+            evaluations.evaluation_event(session, job_id, ckpt.id, "running", worker=evaluator[1], attempt=1)
         session.commit()
         return ckpt.id
     except IntegrityError:  # another attempt registered in between: keep that one

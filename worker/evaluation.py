@@ -145,8 +145,7 @@ def _stored_inputs(settings: WorkerSettings, checkpoint_id: str, store, director
                 raise LookupError(f"checkpoint {checkpoint_id} has no {fmt} file")
             copy_out(store, f.sha256, directory / name)
         source = inputs.dataset_name(session, store, job.dataset, cache)
-        stored = {k: v for k, v in job.spec.items() if k in JobSpec.model_fields}
-        spec = JobSpec.model_validate({**stored, "dataset": job.dataset})
+        spec = inputs.job_spec(job)
         timings = dict(job.timings or {})
     model, config = load_dense(directory)
     train, test = inputs.load_splits(source, cache)

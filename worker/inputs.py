@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
+from fine.spec import JobSpec
 from fine.spec import parse_dataset_name as parse_name
 from learngene_store.blobs import BlobStore, copy_out
-from learngene_store.models import Dataset, Learngene
+from learngene_store.models import Dataset, Job, Learngene
 
 if TYPE_CHECKING:
     from fine.data import ImageData
@@ -91,3 +92,10 @@ def load_splits(name: str, cache: Path) -> tuple[ImageData, ImageData]:
     from fine.data import load
 
     return load(name, "train", cache_dir=cache), load(name, "test", cache_dir=cache)
+
+
+def job_spec(job: Job) -> JobSpec:
+    """The spec a worker runs: the stored, validated one (learngene and num_heads resolved, warnings beside
+    it), with the registry's dataset name (what the metadata records; the data itself is loaded apart)."""
+    stored = {k: v for k, v in job.spec.items() if k in JobSpec.model_fields}
+    return JobSpec.model_validate({**stored, "dataset": job.dataset})

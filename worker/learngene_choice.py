@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 
-from fine.spec import JobSpec
 from learngene_store import choice
 from learngene_store.blobs import BlobStore
 from learngene_store.db import session_factory
@@ -45,10 +44,8 @@ def settle_learngene(settings: WorkerSettings, job: Job, store: BlobStore, lease
         dataset = inputs.dataset_name(session, store, job.dataset, cache)
     if not learngenes:
         raise LookupError(f"none of the learngenes to choose from is left in the registry: {', '.join(ids)}")
-    stored = {k: v for k, v in job.spec.items() if k in JobSpec.model_fields}
-    spec = JobSpec.model_validate({**stored, "dataset": dataset})
     train, _ = inputs.load_splits(dataset, cache)
-    losses = candidate_losses(learngenes, spec, train,
+    losses = candidate_losses(learngenes, inputs.job_spec(job), train,
                               n_images=choice.MEASURE_IMAGES, timesteps=choice.MEASURE_TIMESTEPS,
                               seed=choice.MEASURE_SEED)
     settled = choice.measured(record, losses, skipped)

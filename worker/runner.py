@@ -12,7 +12,6 @@ import shutil
 import time
 from pathlib import Path
 
-from fine.spec import JobSpec
 from learngene_store import evaluations
 from learngene_store import jobs as job_states
 from learngene_store.blobs import make_blob_store
@@ -94,10 +93,7 @@ def _execute_init(settings: WorkerSettings, job: Job, work: Path, store, lease: 
         learngene = inputs.learngene(session, store, job.learngene_id, cache)
         source = inputs.dataset_name(session, store, job.dataset, cache)
     train, test = inputs.load_splits(source, cache)
-    # The stored spec is the validated one (learngene and num_heads resolved, warnings beside it); the
-    # data is loaded already, so the spec keeps the registry's dataset name (what the metadata records).
-    stored = {k: v for k, v in job.spec.items() if k in JobSpec.model_fields}
-    spec = JobSpec.model_validate({**stored, "dataset": job.dataset})
+    spec = inputs.job_spec(job)
     timings["load_s"] = time.time() - started
     losses = LossLog()
     trained = train_and_save(spec, learngene, train, out_dir=work / "out", progress=losses.wrap(lease.progress),
