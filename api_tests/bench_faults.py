@@ -93,10 +93,13 @@ def wait_running(svc: Service, job_id: str, timeout: float = 120) -> dict:
                         and j["progress"]["phase"] == "sigma", timeout)
 
 
+KILL_SIGMA_STEPS = 1000  # long enough to be caught mid-run by a 0.25 s poll on an idle machine (150 steps took 0.4 s)
+
+
 def kill_round(svc: Service, n: int) -> Round:
     rnd = Round(f"SIGKILL a worker mid-job x{n}")
     for i in range(n):
-        rnd.post(svc.client, {**JOB, "seed": 100 + i})
+        rnd.post(svc.client, {**JOB, "sigma_steps": KILL_SIGMA_STEPS, "seed": 100 + i})
         job = wait_running(svc, rnd.jobs[-1])
         victim = worker_of(svc, job)
         if victim is not None:
