@@ -7,6 +7,10 @@ change. Rows are appended to results.jsonl as they finish (a rerun skips those a
 table.md is rebuilt from it, with the fp32 matmul rate measured in the same run.
 
     OMP_NUM_THREADS=1 python bench/sampler_parity.py --threads 1
+    OMP_NUM_THREADS=1 python bench/sampler_parity.py --threads 1 --only bf16   # bf16 autocast rows (AMX)
+
+A row's precision is fp32 unless its slug ends in `_bf16` (CPU autocast to bfloat16 around every model
+call, the same start noise): where the CPU has AMX that is the fast path, and these rows check it holds FD.
 """
 
 from __future__ import annotations
@@ -43,9 +47,11 @@ CFG = 1.5
 BATCH = 250
 PER_CLASS = 8  # grid: the first 8 samples of each class, one row per class
 DPM = "dpm++2m"
-# (model, sampler, steps, spacing, seed), in the order they run: key rows first.
+# (model, sampler, steps, spacing, seed[, precision]), in the order they run: key rows first.
 ANC, D6 = "ancestry d8 w128", "fine descendant d6 w128"
-ROWS: list[tuple[str, str, int, str, int]] = (
+FP32, BF16 = "fp32", "bf16"
+Row = tuple  # (model, sampler, steps, spacing, seed) at fp32, or with a sixth field, the precision
+ROWS: list[Row] = (
     [(ANC, "ddim", 50, "", 0)] + [(ANC, DPM, k, "logsnr", 0) for k in (10, 15, 20)]
     + [(ANC, "ddim", 50, "", 1)] + [(ANC, DPM, k, "logsnr", 1) for k in (10, 15, 20)]
     + [(ANC, "ddim", k, "", 0) for k in (10, 15, 20, 25)]
@@ -56,16 +62,23 @@ ROWS: list[tuple[str, str, int, str, int]] = (
     + [(D6, "ddim", 50, "", s) for s in (0, 1)] + [(D6, DPM, k, "time", s) for k in (10, 15) for s in (0, 1)]
     + [(ANC, DPM, k, "quadratic", 0) for k in (10, 15)]
     + [(D6, "ddim", k, "", 0) for k in (10, 15)]
+    # bf16 autocast (issue 17), paired with the fp32 rows above on the same start noise
+    + [(ANC, DPM, 15, "time", s, BF16) for s in (0, 1)] + [(ANC, "ddim", 25, "", s, BF16) for s in (0, 1)]
 )
 
 
+def full(row: Row) -> tuple[str, str, int, str, int, str]:
+    return (*row, FP32) if len(row) == 5 else row
+
+
 def key(rec: dict) -> tuple:
-    return (rec["model"], rec["sampler"], rec["steps"], rec["spacing"], rec["seed"])
+    return (rec["model"], rec["sampler"], rec["steps"], rec["spacing"], rec["seed"], rec.get("precision", FP32))
 
 
-def slug(model: str, sampler: str, steps: int, spacing: str, seed: int) -> str:
+def slug(model: str, sampler: str, steps: int, spacing: str, seed: int, precision: str = FP32) -> str:
     name = "ancestry" if model == ANC else "d6w128"
-    return f"{name}_{sampler.replace('+', 'p')}{steps}{'_' + spacing if spacing else ''}_s{seed}"
+    tail = "" if precision == FP32 else f"_{precision}"
+    return f"{name}_{sampler.replace('+', 'p')}{steps}{'_' + spacing if spacing else ''}_s{seed}{tail}"
 
 
 def build_model(name: str) -> DiT:
@@ -74,8 +87,14 @@ def build_model(name: str) -> DiT:
 
 
 @torch.no_grad()
-def draw(model: DiT, y: torch.Tensor, sampler: str, steps: int, spacing: str, seed: int) -> torch.Tensor:
+def draw(model: DiT, y: torch.Tensor, sampler: str, steps: int, spacing: str, seed: int,
+         precision: str = FP32) -> torch.Tensor:
     """n images for labels y, in batches of BATCH, from one generator seeded with `seed`."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == BF16):
+        return _draw(model, y, sampler, steps, spacing, seed).float()
+
+
+def _draw(model: DiT, y: torch.Tensor, sampler: str, steps: int, spacing: str, seed: int) -> torch.Tensor:
     d = Diffusion()
     g = torch.Generator().manual_seed(seed)
     shape = (model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size)
@@ -124,18 +143,24 @@ def run(args: argparse.Namespace) -> None:
     if not any(r.get("kind") == "floor" for r in read_runs(results)):
         append(results, {"kind": "floor", **fd_floor(train, test, DATASET, args.n)})
     models: dict[str, DiT] = {}
-    for row in ROWS:
+    for row in map(full, ROWS):
         if row in done or (args.only and not any(s in slug(*row) for s in args.only)):
             continue
-        name, sampler, steps, spacing, seed = row
+        name, sampler, steps, spacing, seed, precision = row
         model = models.setdefault(name, build_model(name))
         t0 = time.perf_counter()
-        made = draw(model, y, sampler, steps, spacing, seed)
+        made = draw(model, y, sampler, steps, spacing, seed, precision)
         secs = time.perf_counter() - t0
         q = named(sample_quality(made, real, clf), DATASET)
         grid(made, y, out / "grids" / f"{slug(*row)}.png")
         rec = {"kind": "row", "model": name, "sampler": sampler, "steps": steps, "spacing": spacing, "seed": seed,
-               "n": args.n, "cfg_scale": CFG, "sample_s": secs, **q}
+               "precision": precision, "n": args.n, "cfg_scale": CFG, "sample_s": secs, **q}
+        if precision != FP32:  # its fp32 twin again, in the same invocation: a paired check on one machine
+            t0 = time.perf_counter()
+            twin = draw(model, y, sampler, steps, spacing, seed, FP32)
+            rec["fp32_twin"] = {"sample_s": time.perf_counter() - t0, **named(sample_quality(twin, real, clf), DATASET),
+                                "rms_pixels": (made - twin).pow(2).mean().sqrt().item(),
+                                "max_pixels": (made - twin).abs().max().item()}
         append(results, rec)
         print(rec, flush=True)
     append(results, {"kind": "machine", "matmul_gflops": matmul_gflops(), "threads": torch.get_num_threads(),
@@ -194,7 +219,8 @@ def write_table(out: Path, args: argparse.Namespace) -> None:
     fl = next((r for r in recs if r["kind"] == "floor"), {})
     by: dict[tuple, dict[int, dict]] = {}
     for r in rows:
-        by.setdefault((r["model"], r["sampler"], r["steps"], r["spacing"]), {})[r["seed"]] = r
+        if r.get("precision", FP32) == FP32:
+            by.setdefault((r["model"], r["sampler"], r["steps"], r["spacing"]), {})[r["seed"]] = r
     lines = [
         f"# Fast sampler parity: DPM-Solver++ (2M) vs DDIM-50, FD-FMNIST at n = {args.n}",
         "",
@@ -225,6 +251,7 @@ def write_table(out: Path, args: argparse.Namespace) -> None:
     lines += ["", "Sampling seconds are wall time on a machine shared with a training run, so they swing with its load "
               "(the same row took 1x-3x); the cost that does not swing is the model calls: one batched call (conditional "
               "and unconditional) per step for both samplers, so time is proportional to steps."]
+    lines += ["", *precision_lines([r for r in rows if r.get("precision", FP32) != FP32])]
     advice, chosen = recommend(by)
     pairs = ", ".join(f"`grids/{p.name}`" for p in pair_grids(out, chosen))
     lines += ["", *advice, "", *converge_lines(out), "",
@@ -235,6 +262,24 @@ def write_table(out: Path, args: argparse.Namespace) -> None:
         lines += ["", notes.read_text().rstrip()]
     (out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def precision_lines(rows: list[dict]) -> list[str]:
+    """bf16 rows against their fp32 twins, drawn in the same invocation from the same start noise."""
+    if not rows:
+        return []
+    lines = ["## bf16 autocast against fp32 (same start noise, same invocation)", "",
+             "Each bf16 row's fp32 twin is drawn again right after it, so both times are from one machine state. "
+             "`RMS` / `max` = pixel distance between the two sets of images (range [-1, 1]).", "",
+             "| model | sampler | steps | seed | FD fp32 | FD bf16 | bf16 − fp32 | RMS | max | s fp32 | s bf16 | speed-up |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        t = r["fp32_twin"]
+        lines.append(f"| {r['model']} | {r['sampler']} | {r['steps']} | {r['seed']} | {t['fd_fmnist']:.2f} | "
+                     f"{r['fd_fmnist']:.2f} | {r['fd_fmnist'] - t['fd_fmnist']:+.2f} | {t['rms_pixels']:.4f} | "
+                     f"{t['max_pixels']:.3f} | {t['sample_s']:.0f} | {r['sample_s']:.0f} | "
+                     f"{t['sample_s'] / r['sample_s']:.2f}x |")
+    return lines
 
 
 def pair_grids(out: Path, chosen: dict[str, int]) -> list[Path]:

@@ -25,6 +25,10 @@ SAMPLERS: tuple[str, ...] = ("ddim", "ddpm", "dpm++2m")  # fine.diffusion.Diffus
 # Evaluation and sample grids: DPM-Solver++ (2M) at 15 steps held DDIM-50's FD-FMNIST within its seed
 # spread at 15 instead of 50 model calls (bench/results/sampler/table.md).
 EVAL_SAMPLER, EVAL_SAMPLE_STEPS = "dpm++2m", 15
+# Precision of the evaluation's sampling (fine.pipeline.resolve_precision; `auto` = bf16 where the CPU has AMX).
+# fp32 by default: bf16 autocast sampled 1.4-1.6x faster on AMX but read FD 1.6-2.1 higher on the same start
+# noise, every time (bench/results/sampler/table.md), and a job's FD should not depend on the machine.
+SAMPLE_PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "auto")
 SIGMA_METHODS: tuple[str, ...] = ("fine",)  # only these have a sigma stage, so only these take sigma_steps
 MAX_SEED = 2**31 - 1
 

@@ -122,3 +122,24 @@ def test_bad_arguments_say_what_is_allowed() -> None:
     with pytest.raises(ValueError, match="do not fit"):
         d.dpm_timesteps(1000)
     assert SAMPLERS == ("ddim", "ddpm", "dpm++2m")
+
+
+def test_sampling_precision_rules_and_bf16_stays_close_to_fp32() -> None:
+    from fine.pipeline import resolve_precision, sampling
+
+    assert resolve_precision("fp32") == "fp32" and resolve_precision("bf16") == "bf16"
+    assert resolve_precision("auto") in ("fp32", "bf16")
+    with pytest.raises(ValueError, match="fp32, bf16, auto"):
+        resolve_precision("fp16")
+    torch.manual_seed(0)
+    model = randomize_(DiT(DiTConfig(image_size=8, patch_size=2, depth=2, hidden_size=64, num_classes=3)), scale=0.2).eval()
+    x, t, y = torch.randn(4, 1, 8, 8), torch.full((4,), 500), torch.tensor([0, 1, 2, 0])
+    with torch.no_grad():
+        ref = model(x, t, y)
+        with sampling("bf16"):
+            low = model(x, t, y).float()
+        with sampling("fp32"):
+            same = model(x, t, y)
+    assert torch.equal(same, ref)
+    rel = ((low - ref).norm() / ref.norm()).item()
+    assert 0 < rel < 0.05, rel  # bf16 changes the answer a little (so autocast did act), not a lot

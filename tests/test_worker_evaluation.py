@@ -195,3 +195,15 @@ def test_inputs_are_loaded_once_per_worker_process(registry) -> None:  # type: i
     assert CACHE_STATS["misses"] == misses and CACHE_STATS["hits"] >= hits + 2  # train and test, no decoding
     assert cached[0].stat().st_mtime_ns == stamp
     assert list(inputs._learngenes.values()) == [loaded]  # the same object: not loaded again
+
+
+def test_worker_refuses_an_unknown_sample_precision(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from worker.settings import WorkerSettings
+
+    monkeypatch.setenv("FINE_SAMPLE_PRECISION", "fp16")
+    with pytest.raises(ValidationError, match="FINE_SAMPLE_PRECISION must be one of fp32, bf16, auto"):
+        WorkerSettings()
+    monkeypatch.setenv("FINE_SAMPLE_PRECISION", "auto")
+    assert WorkerSettings().sample_precision == "auto"

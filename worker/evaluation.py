@@ -89,7 +89,7 @@ def evaluate_phase(settings: WorkerSettings, checkpoint_id: str, job_id: str, to
         got = get_inputs()
         done = evaluate_and_save(got.model, got.spec, got.test, got.train, got.config, out_dir=work,
                                  classes=got.classes, progress=lease.progress, should_stop=lease.should_stop,
-                                 timings=got.timings)
+                                 timings=got.timings, precision=settings.sample_precision)
         if lease.should_stop():
             raise JobCanceled("canceled after evaluation")
         rows = store_files(store, done.files)

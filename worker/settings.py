@@ -6,7 +6,10 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import field_validator
+
 from dispatch.settings import DispatchSettings
+from fine.spec import SAMPLE_PRECISIONS
 
 
 def available_cores() -> int:
@@ -33,6 +36,15 @@ class WorkerSettings(DispatchSettings):
     # queued work may wait this long on this idle worker before it exits for a restart: its Celery
     # consumer is dead (worker/consumer_watch.py); 0 turns the watch off
     consumer_watchdog: float = 60.0
+    # the evaluation's sampling: fp32 | bf16 | auto (bf16 where the CPU has AMX); fine.spec.SAMPLE_PRECISIONS
+    sample_precision: str = "fp32"
+
+    @field_validator("sample_precision")
+    @classmethod
+    def _known_precision(cls, value: str) -> str:
+        if value not in SAMPLE_PRECISIONS:
+            raise ValueError(f"FINE_SAMPLE_PRECISION must be one of {', '.join(SAMPLE_PRECISIONS)}, got {value!r}")
+        return value
 
     @property
     def threads(self) -> int:
