@@ -67,12 +67,12 @@ def run_all(sizes: list[tuple[int, int]], rates: list[float], methods: list[str]
     lg = load_learngene(learngene)
     train, test = load("fashion-mnist", "train"), load("fashion-mnist", "test")
     ecfg = EvalConfig(curve_every=50)
-    done = {(r["method"], r["depth"], r["width"], r["lr"], warmup_of(r), schedule_of(r), r["full_steps"])
+    done = {(r["learngene"], r["method"], r["depth"], r["width"], r["lr"], warmup_of(r), schedule_of(r), r["full_steps"])
             for r in read_runs(out / "runs.jsonl")}
     for depth, width in sizes:
         for method in methods:
             for lr in rates:
-                if (method, depth, width, lr, warmup, schedule, steps) in done:
+                if (lg.id, method, depth, width, lr, warmup, schedule, steps) in done:
                     continue
                 run = Run(method, depth, width, seed=0, full_steps=steps, learngene=lg.id)
                 rec = train_run(run, lg, train, test, ecfg,
