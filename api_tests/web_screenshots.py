@@ -2,7 +2,7 @@
 
     python -m api_tests.web_screenshots bench/results/web
 
-Starts the embedded service on a scratch home with learngenes/default, opens the page in Debian's
+Starts the embedded service on a scratch home with the shipped learngenes, opens the page in Debian's
 headless Chromium, opens the learngene's detail (its pre-training curve and a sample grid per width).
 """
 
@@ -13,7 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from api_tests.harness import ROOT, chromium, embedded_service
+from api_tests.harness import chromium, embedded_service
+from fine.spec import default_learngene
 
 
 def main(out: Path) -> None:
@@ -22,7 +23,7 @@ def main(out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as home, \
-            embedded_service(Path(home), ROOT / "learngenes" / "default" / "learngene.safetensors") as svc:
+            embedded_service(Path(home), default_learngene()) as svc:
         driver = chromium(size="1200,1400")
         try:
             driver.get(svc.base + "/")

@@ -41,7 +41,7 @@ from bench.speed import matmul_rate, step_case  # noqa: E402
 from client import Client  # noqa: E402
 from client.api import FINAL  # noqa: E402
 from fine.formats import read_learngene_metadata  # noqa: E402
-from fine.spec import JobSpec  # noqa: E402
+from fine.spec import DEFAULT_LEARNGENE, JobSpec  # noqa: E402
 from service.run_default import DEFAULT_JOB  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "job_latency"
@@ -174,7 +174,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--modes", default="embedded,redis-postgres")
-    ap.add_argument("--learngene", type=Path, default=ROOT / "learngenes" / "default" / "learngene.safetensors")
+    ap.add_argument("--learngene", type=Path, default=ROOT / DEFAULT_LEARNGENE)
     ap.add_argument("--threads", type=int, default=cores(), help="worker torch threads (default: the cores here, "
                     "what FINE_TORCH_THREADS defaults to for one worker)")
     ap.add_argument("--job", type=json.loads, default={}, help="fields to change in the default job (a smaller "

@@ -39,9 +39,10 @@ from fine.formats import load_learngene  # noqa: E402
 from fine.images import save_grid, to_uint8  # noqa: E402
 from fine.metrics import load_feature_classifier, named, sample_quality  # noqa: E402
 from fine.model import DiT  # noqa: E402
+from fine.spec import SHIPPED_LEARNGENES  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "sampler"
-LEARNGENE = ROOT / "learngenes" / "default" / "learngene.safetensors"
+LEARNGENE = ROOT / SHIPPED_LEARNGENES["fmnist-v1"]  # what results/sampler was measured on
 DATASET = "fashion-mnist"
 CFG = 1.5
 BATCH = 250

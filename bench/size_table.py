@@ -53,12 +53,13 @@ from descendants import (  # noqa: E402
 from fine.data import load  # noqa: E402
 from fine.formats import load_learngene  # noqa: E402
 from fine.metrics import metric_suffix  # noqa: E402
-from fine.spec import DEFAULT_LEARNGENE, JobSpec  # noqa: E402
+from fine.spec import DEFAULT_LEARNGENE, SHIPPED_LEARNGENES, JobSpec  # noqa: E402
 
 DEFAULT_LG = ROOT / DEFAULT_LEARNGENE
+V1_LG = ROOT / SHIPPED_LEARNGENES["fmnist-v1"]  # what the size table and new-task tables were measured on
 METHODS = ("fine", "linear-fit", "weight-selection", "scratch")
 JOB_SIGMA_STEPS = JobSpec.model_fields["sigma_steps"].default  # the service's default job
-COLOUR_LG = ROOT / "learngenes" / "cfmnist-v1" / "learngene" / "learngene.safetensors"  # issue 16's colour ancestry
+COLOUR_LG = ROOT / SHIPPED_LEARNGENES["cfmnist-v1"]  # issue 16's colour ancestry
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class Profile:
     seeds: tuple[int, ...] = (0,)
     headline: tuple[tuple[int, int], ...] = ()  # sizes that get every seed; the rest get seeds[0]
     dataset: str = "fashion-mnist"
-    learngene: str = str(DEFAULT_LG)
+    learngene: str = str(V1_LG)  # the tables already committed name theirs; a new profile names its own
     methods: tuple[str, ...] = METHODS
     eval: EvalConfig = field(default_factory=EvalConfig)
     by_size: bool = False  # run order: size by size (each size's rows complete first) instead of cheapest first

@@ -147,7 +147,9 @@ def default_learngene() -> Path:
     env = os.environ.get("FINE_LEARNGENE")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "learngenes" / "default" / "learngene.safetensors"
+    from fine.spec import default_learngene as shipped_default
+
+    return shipped_default()
 
 
 def cmd_init(a: argparse.Namespace) -> None:

@@ -76,10 +76,14 @@ MAX_LIST = 64  # widths, depths
 WEBHOOK_EVENTS: tuple[str, ...] = ("start", "completed")
 MAX_WEBHOOK_URL = 2048
 WEBHOOK_SCHEMES: tuple[str, ...] = ("http", "https")
-DEFAULT_LEARNGENE = Path("learngenes/default/learngene.safetensors")  # the shipped default, relative to the checkout
-# Every learngene set shipped in the checkout, by its version alias: the service registers them all
-# (public; older versions stay) and points `default` at DEFAULT_LEARNGENE's.
-SHIPPED_LEARNGENES: dict[str, Path] = {"fmnist-v1": DEFAULT_LEARNGENE}
+# Every learngene set shipped in the checkout, by its version alias (paths relative to the checkout): the
+# service registers them all (public; older versions stay) and points `default` at DEFAULT_LEARNGENE's.
+SHIPPED_LEARNGENES: dict[str, Path] = {
+    "fmnist-v1": Path("learngenes/default/learngene.safetensors"),  # 2,750 steps, sigma random (the first default)
+    "fmnist-v2": Path("learngenes/fmnist-v2/learngene/learngene.safetensors"),  # 20,000 steps, issue 15's recipe
+    "cfmnist-v1": Path("learngenes/cfmnist-v1/learngene/learngene.safetensors"),  # 32x32 RGB, the same recipe
+}
+DEFAULT_LEARNGENE = SHIPPED_LEARNGENES["fmnist-v2"]  # the `default` alias of a fresh registry
 
 
 class DatasetError(ValueError):

@@ -20,6 +20,7 @@ import httpx
 from client import ApiError, Client
 from client.api import FINAL
 from client.cli import ProgressBars
+from fine.spec import DEFAULT_LEARNGENE
 
 DEFAULT_JOB = {"depth": 6, "hidden_size": 128, "dataset": "fashion-mnist", "method": "fine", "sigma_steps": 300}
 MODEL_FILES = ("dense", "factored", "config")  # downloadable as soon as the job succeeded
@@ -74,7 +75,7 @@ def run(out_dir: Path, job: dict) -> Path:
         learngenes = client.learngenes()
         lg = next((x for x in learngenes if "default" in x.get("aliases", [])), None)
         if lg is None:
-            raise SystemExit("no learngene set is registered: learngenes/default/learngene.safetensors is missing "
+            raise SystemExit(f"no learngene set is registered: {DEFAULT_LEARNGENE} is missing "
                              "(build one with `fine pretrain`, or register one with POST /v1/learngenes)")
         if job["hidden_size"] > lg["hidden_size"]:
             print(f"note: learngene {lg['id']} is {lg['hidden_size']} wide; using hidden_size {lg['hidden_size']}")

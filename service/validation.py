@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from dispatch.settings import DispatchSettings
 from dispatch.webhooks import url_refusal
-from fine.spec import DatasetError, JobSpec, PretrainSpec
+from fine.spec import DEFAULT_LEARNGENE, DatasetError, JobSpec, PretrainSpec
 from fine.spec import parse_dataset_name as parse_name
 from learngene_store import choice
 from learngene_store.accounts import DEFAULT_ALIAS, alias_target
@@ -87,7 +87,7 @@ def _choose(session: Session, spec: JobSpec, user: User, ds: Dataset | None) -> 
             return picked.learngene, picked.record
     if default is None:
         raise Problem(409, "no learngene set is registered yet (no `default` alias); an admin registers one "
-                           "with POST /v1/learngenes (or ships learngenes/default/learngene.safetensors and "
+                           f"with POST /v1/learngenes (or ships {DEFAULT_LEARNGENE} and "
                            "restarts)", type_="no-learngene")
     return default, {"chosen": default.id, "by": "default", "reason": "no registered learngene can build this job; "
                      "checked against the `default` alias", "candidates": []}

@@ -55,3 +55,18 @@ def test_shipped_versions_are_all_registered_and_a_new_release_moves_default_unl
         set_alias(s, first.id, by="admin-user")
         register_default_learngene(s, store, new, {"toy-v1": old, "toy-v2": new})
         assert alias_target(s, "default").id == first.id
+
+
+def test_every_shipped_learngene_is_in_the_checkout_and_finished() -> None:
+    """A shipped version is registered on every start: it must exist, and a recipe's run must be complete
+    (a paused ancestry's export changes at every checkpoint, and would register a new set each time)."""
+    from fine.formats import read_learngene_metadata
+    from fine.spec import DEFAULT_LEARNGENE, SHIPPED_LEARNGENES, default_learngene
+
+    assert DEFAULT_LEARNGENE in SHIPPED_LEARNGENES.values()
+    for name, rel in SHIPPED_LEARNGENES.items():
+        path = default_learngene(rel)
+        assert path.exists(), f"{name}: {rel} is missing"
+        meta = read_learngene_metadata(path)
+        total = meta.get("recipe", {}).get("total_steps")
+        assert total is None or meta["steps"] == total, f"{name}: at step {meta['steps']} of {total}"
