@@ -1,5 +1,5 @@
 """`python -m service.run_default` (behind `make run`): start the embedded service, submit the
-default job (depth 6, width 128, 300 sigma steps on Fashion-MNIST), show its progress, download
+default job (depth 6, width 128 on Fashion-MNIST; every other field the job spec's default), show its progress, download
 the checkpoint to ./out/ as soon as it is downloadable, then wait for its evaluation and download the
 metrics and sample grid, saying how many seconds after the POST each arrived; then stop the service.
 All through the HTTP client (client/), as a user would."""
@@ -22,7 +22,7 @@ from client.api import FINAL
 from client.cli import ProgressBars
 from fine.spec import DEFAULT_LEARNGENE
 
-DEFAULT_JOB = {"depth": 6, "hidden_size": 128, "dataset": "fashion-mnist", "method": "fine", "sigma_steps": 300}
+DEFAULT_JOB = {"depth": 6, "hidden_size": 128, "dataset": "fashion-mnist"}  # the rest: fine.spec.JobSpec's defaults
 MODEL_FILES = ("dense", "factored", "config")  # downloadable as soon as the job succeeded
 PHASES = ("queued_s", "load_s", "assemble_s", "sigma_s", "finetune_s", "save_s", "evaluate_s", "checkpoint_s",
           "metrics_s")
@@ -146,10 +146,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--depth", type=int, default=DEFAULT_JOB["depth"])
     ap.add_argument("--hidden-size", type=int, default=DEFAULT_JOB["hidden_size"])
     ap.add_argument("--dataset", default=DEFAULT_JOB["dataset"])
-    ap.add_argument("--sigma-steps", type=int, default=DEFAULT_JOB["sigma_steps"])
+    ap.add_argument("--sigma-steps", type=int, default=None, help="default: the job spec's")
     a = ap.parse_args(argv)
-    job = {**DEFAULT_JOB, "depth": a.depth, "hidden_size": a.hidden_size, "dataset": a.dataset,
-           "sigma_steps": a.sigma_steps}
+    job = {**DEFAULT_JOB, "depth": a.depth, "hidden_size": a.hidden_size, "dataset": a.dataset}
+    if a.sigma_steps is not None:
+        job["sigma_steps"] = a.sigma_steps
     path = run(a.out, job)
     print(f"checkpoint: {path.resolve()}")
 

@@ -20,12 +20,13 @@ RULES: list[tuple[str, tuple[str, ...]]] = [
     ("fine", ("fine",)),
     ("learngene_store", ("learngene_store", "fine.spec", "fine.common")),
     ("dispatch", ("dispatch", "learngene_store")),
-    ("service.run_default", ("service", "client")),  # `make run`'s demo: a user of the API, through the client
+    ("service.run_default", ("service", "client", "fine.spec")),  # `make run`'s demo: a user of the API, through the client
     ("service", ("service", "dispatch", "learngene_store", "fine.spec")),  # DESIGN.md section 4
     ("client", ("client", "fine.spec")),
     ("worker", ("worker", "dispatch", "learngene_store", "fine")),
     # the service's latency as a user sees it: the test harness's processes, the client, `make run`'s default job
     ("bench.job_latency", ("bench", "fine", "api_tests.harness", "client", "service.run_default")),
+    ("bench.headline", ("bench", "fine", "service.run_default")),  # the default job beside scratch: make run's job
     ("bench", ("bench", "fine")),
     ("fine_zoo", OURS),
     ("tests", OURS),
