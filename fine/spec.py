@@ -203,7 +203,8 @@ class JobSpec(BaseModel):
                                   description="learngene id or alias; default: the `default` alias")
     method: str = Field(default="fine", description=" | ".join(METHODS),
                         json_schema_extra={"enum": list(METHODS)})
-    sigma_steps: int = _limited(JOB_LIMITS, "sigma_steps", 300, "sigma-stage steps, 0..20000")
+    # 125: the fewest that hold 1 % of a 300-step sigma stage at every size on fmnist-v2 (bench/results/sigma_tune/)
+    sigma_steps: int = _limited(JOB_LIMITS, "sigma_steps", 125, "sigma-stage steps, 0..20000")
     subset_size: int = _limited(JOB_LIMITS, "subset_size", 5000, "training images drawn from the dataset, 8..100000")
     finetune_steps: int = _limited(JOB_LIMITS, "finetune_steps", 0,
                                    "dense fine-tuning steps after the sigma stage, 0..50000")
