@@ -8,7 +8,6 @@ at 5,000 and 20,000 steps (same size, subset and seed; DDIM-25 grids, the table'
 
     python bench/headline.py            # bench/results/headline/{samples.png,table.md,runs.json}
     python bench/headline.py --report   # table.md and samples.png from runs.json only
-    python bench/headline.py --curve    # add the curve-protocol held-out to runs.json from the saved checkpoints
 """
 
 from __future__ import annotations
@@ -23,6 +22,9 @@ from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from descendants import longest, read_runs, scratch_steps  # noqa: E402
 
 from fine.data import load  # noqa: E402
 from fine.diffusion import Diffusion  # noqa: E402
@@ -63,16 +65,10 @@ def curve_heldout(checkpoint: Path, dataset: str) -> float:
 
 
 def scratch_steps_to_match(heldout: float) -> dict[int, int | None]:
-    """Per seed, the first curve step at which the size table's scratch d6 w128 reaches `heldout` (None: never)."""
-    found: dict[int, int | None] = {}
-    for line in (SIZE_TABLE / "runs.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        if (r["method"], r["depth"], r["width"], r["dataset"]) != ("scratch", 6, 128, "fashion-mnist"):
-            continue
-        hit = next((c["step"] for c in r["curve"] if c["heldout"] <= heldout), None)
-        if r["seed"] not in found or (hit is not None and (found[r["seed"]] is None or hit < found[r["seed"]])):
-            found[r["seed"]] = hit
-    return found
+    """Per seed, the first step of the size table's scratch d6 w128 curve at or below `heldout` (None: never)."""
+    recs = [r for r in read_runs(SIZE_TABLE / "runs.jsonl") if r["dataset"] == "fashion-mnist"]
+    seeds = sorted({r["seed"] for r in recs if r["method"] == "scratch" and (r["depth"], r["width"]) == (6, 128)})
+    return {seed: scratch_steps(longest(recs, "scratch", (6, 128), seed), heldout) for seed in seeds}
 
 
 def report(out: Path) -> None:
@@ -104,7 +100,7 @@ def report(out: Path) -> None:
     for name in ("fine", "scratch"):
         r, m, t = runs[name], runs[name]["metrics"], runs[name]["timings"]
         steps = r["spec"]["sigma_steps"] if name == "fine" else r["spec"]["finetune_steps"]
-        train_s = sum(v for k, v in t.items() if k in ("assemble", "sigma", "finetune", "train"))
+        train_s = sum(v for k, v in t.items() if k in ("assemble", "sigma", "finetune"))
         match = scratch_steps_to_match(r["curve_heldout"])
         lines.append(f"| {name} | {steps} | {m['heldout_loss']:.4f} | {r['curve_heldout']:.4f} | "
                      f"{m.get('fd_fmnist', float('nan')):.1f} | "
@@ -122,16 +118,10 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--report", action="store_true")
-    p.add_argument("--curve", action="store_true")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    if a.curve:
-        runs = json.loads((a.out / "runs.json").read_text())
-        for name in ("fine", "scratch"):
-            runs[name]["curve_heldout"] = curve_heldout(a.out / name, runs[name]["spec"]["dataset"])
-        (a.out / "runs.json").write_text(json.dumps(runs, indent=1, default=str) + "\n")
-    elif not a.report:
+    if not a.report:
         run(a.out)
     report(a.out)
 

@@ -39,6 +39,7 @@ from fine.formats import load_learngene  # noqa: E402
 from fine.images import save_grid, to_uint8  # noqa: E402
 from fine.metrics import load_feature_classifier, named, sample_quality  # noqa: E402
 from fine.model import DiT  # noqa: E402
+from fine.pipeline import sampling  # noqa: E402
 from fine.spec import SHIPPED_LEARNGENES  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "sampler"
@@ -91,7 +92,7 @@ def build_model(name: str) -> DiT:
 def draw(model: DiT, y: torch.Tensor, sampler: str, steps: int, spacing: str, seed: int,
          precision: str = FP32) -> torch.Tensor:
     """n images for labels y, in batches of BATCH, from one generator seeded with `seed`."""
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == BF16):
+    with sampling(precision):
         return _draw(model, y, sampler, steps, spacing, seed).float()
 
 

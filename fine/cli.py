@@ -24,6 +24,7 @@ from fine.spec import (
     default_subnet_depths,
     width_fits,
 )
+from fine.spec import default_learngene as shipped_default
 
 
 class CliError(Exception):
@@ -145,11 +146,7 @@ def default_learngene() -> Path:
     import os
 
     env = os.environ.get("FINE_LEARNGENE")
-    if env:
-        return Path(env)
-    from fine.spec import default_learngene as shipped_default
-
-    return shipped_default()
+    return Path(env) if env else shipped_default()
 
 
 def cmd_init(a: argparse.Namespace) -> None:
