@@ -145,3 +145,14 @@ def test_sigma_tune_picks_the_fewest_steps_that_hold_quality_at_every_size() -> 
     lines = choice_lines([fast, slow, rec(2, [0.07, 0.06, 0.05, 0.05], lr=3e-3)], 0.01)
     assert any("| t | 0.001 |" in line and "| 100 | 150 |" in line for line in lines)
     assert not any("| t | 0.003 |" in line for line in lines)  # measured at one size only: no claim
+
+
+def test_new_domain_verdict_compares_seed_means_and_lower_wins() -> None:
+    from new_domain import _cmp, _row
+
+    fine, scratch = {"heldout": [0.04, 0.06], "fd": []}, {"heldout": [0.06], "fd": [30.0]}
+    assert _cmp(fine, scratch, "heldout") == "**yes** (-17 %)"  # mean 0.05 against 0.06
+    assert _cmp(scratch, fine, "heldout") == "no (+20 %)"
+    assert _cmp(fine, scratch, "fd") == "–" and _cmp(None, scratch, "heldout") == "–"  # nothing measured: no claim
+    rows = [{"depth": 2, "width": 64, "method": "scratch", "k": k} for k in (125, 1250)]
+    assert _row(rows, (2, 64), "scratch", 1250) is rows[1] and _row(rows, (6, 64), "scratch", 125) is None
