@@ -244,7 +244,8 @@ def report(prof: Profile) -> None:
             for k, m in sorted(r["points"].items(), key=lambda kv: int(kv[0])):
                 w.writerow([r["depth"], r["width"], r["method"], r["sigma_steps"], k, r["seed"], m["heldout"],
                             m.get(f"fd_{suffix}", ""), m.get(f"kid_{suffix}", "")])
-    write_claims(out)  # the counts bench/results/README.md quotes, regenerated with the table they come from
+    if len(set(prof.methods) - {"scratch"}) > 1:  # claims compare inits; a FINE-vs-scratch profile has none
+        write_claims(out)  # the counts bench/results/README.md quotes, regenerated with the table they come from
     plot_curves(recs, out)
     side_by_side(recs, out)
     print("\n".join(lines))
