@@ -45,7 +45,6 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("datasets", nargs="+")
     a = p.parse_args()
-    names = list(references(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8)))
     lines = ["# Reference FDs per target classifier", "",
              f"Command: `python bench/fd_references.py {' '.join(a.datasets)}`. {N} images each against {N} of the "
              "target's test images (the size table's protocol). A model whose FD is above a reference's is, by "
@@ -56,7 +55,7 @@ def main() -> None:
         test, clf = load(ds, "test"), load_feature_classifier(ds)
         refs = references(test.subset(N, seed=0).as_float(), test.subset(N, seed=1).as_float())
         cols.append({k: sample_quality(v, test, clf)["fd"] for k, v in refs.items()})
-    lines += [f"| {k} | " + " | ".join(f"{c[k]:.1f}" for c in cols) + " |" for k in names]
+    lines += [f"| {k} | " + " | ".join(f"{c[k]:.1f}" for c in cols) + " |" for k in cols[0]]
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

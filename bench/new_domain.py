@@ -3,7 +3,7 @@
 Runs the size table's `new-domain-*` profiles (each target with the learngene the service chooses for it;
 resumable, `--stop-after` shared by all of them) and writes one summary page over every target:
 
-    nohup python bench/new_domain.py --stop-after 150 > logs/new_domain.log &   # about 2 h of one core
+    nohup python bench/new_domain.py --stop-after 150 > logs/new_domain.log &   # about 4.3 h of one core
     python bench/new_domain.py --report
 
 Each target's own table, curves and side-by-side sample panels are under `bench/results/new_domain/<key>/`.
@@ -67,7 +67,8 @@ def summary() -> str:
              "Command: `python bench/new_domain.py` (resumable; `--stop-after MIN`), then `--report`. FINE = the "
              f"service's default job: assembled, then {s} σ steps (biases; patch embedding and final layer too where "
              f"channels or size differ); scratch = DiT's init and {s} or {s10} full steps. Seed 0, the target's "
-             "5,000-image training subset, batch 64. Held-out = diffusion MSE on 2,000 fixed test triples; FD in the "
+             "training subset of up to 5,000 images (the digit targets have 4,000: all), batch 64. Held-out = diffusion MSE "
+             "on 2,000 fixed test triples; FD in the "
              "committed classifier trained on that target (500 samples, DDIM 25, guidance 1.5; floor in each "
              "target's table). Per-target tables, curves and sample panels: `<target>/`.", "",
              "Goal: FINE beats scratch at equal steps on every target (held-out and FD), and matches scratch at "
