@@ -1,9 +1,9 @@
-"""Issue 16: the default job on targets no learngene was trained on, against scratch at equal and 10x steps.
+"""Issues 16 and 15 (item 4): the default job on domains and classes its learngene never saw, against scratch.
 
 Runs the size table's `new-domain-*` profiles (each target with the learngene the service chooses for it;
 resumable, `--stop-after` shared by all of them) and writes one summary page over every target:
 
-    nohup python bench/new_domain.py --stop-after 150 > logs/new_domain.log &   # about 4.3 h of one core
+    nohup python bench/new_domain.py --stop-after 150 > logs/new_domain.log &   # about 1.1 h of one core per target
     python bench/new_domain.py --report
 
 Each target's own table, curves and side-by-side sample panels are under `bench/results/new_domain/<key>/`.
@@ -42,7 +42,8 @@ OWN_DOMAIN = "cfmnist"  # the colour learngene's source: the one target where FI
 NOTES = {"cfmnist": "the colour learngene's own domain (its held-out images)",
          "cmnist5kg": "colour learngene's look (garment colours, backgrounds), other content (digits)",
          "cmnist5k": "unlike the colour learngene in look and content",
-         "mnist5k": "grayscale digits from the Fashion-MNIST learngene"}
+         "mnist5k": "grayscale digits from the Fashion-MNIST learngene",
+         "fmnist59": "new classes: Fashion-MNIST 5-9 from an ancestry trained on classes 0-4 only"}
 
 
 def _row(rows: list[dict], size: tuple[int, int], method: str, k: int) -> dict | None:
@@ -63,7 +64,7 @@ def _cmp(fine: dict | None, other: dict | None, key: str) -> str:
 
 def summary() -> str:
     s, s10 = JOB_SIGMA_STEPS, 10 * JOB_SIGMA_STEPS
-    lines = ["# New domains: the default job against scratch (issue 16)", "",
+    lines = ["# New domains and new classes: the default job against scratch (issues 16 and 15)", "",
              "Command: `python bench/new_domain.py` (resumable; `--stop-after MIN`), then `--report`. FINE = the "
              f"service's default job: assembled, then {s} σ steps (biases; patch embedding and final layer too where "
              f"channels or size differ); scratch = DiT's init and {s} or {s10} full steps. Seed 0, the target's "
@@ -72,7 +73,8 @@ def summary() -> str:
              "committed classifier trained on that target (500 samples, DDIM 25, guidance 1.5; floor in each "
              "target's table). Per-target tables, curves and sample panels: `<target>/`.", "",
              "Goal: FINE beats scratch at equal steps on every target (held-out and FD), and matches scratch at "
-             f"10x ({s10}) on the colour learngene's own domain (`{OWN_DOMAIN}`).", ""]
+             f"10x ({s10}) on the colour learngene's own domain (`{OWN_DOMAIN}`). New classes (`fmnist59`, issue 15 "
+             "item 4) are measured by the same two comparisons.", ""]
     for key, (dataset, lg) in NEW_DOMAIN_TARGETS.items():
         prof = PROFILES[f"new-domain-{key}"]
         recs = read_runs(results_dir(prof) / "runs.jsonl")
