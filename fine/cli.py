@@ -8,6 +8,7 @@ progress bars.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -143,8 +144,7 @@ def _check_spec(spec: JobSpec, learngene_cfg) -> None:  # noqa: ANN001
 
 
 def default_learngene() -> Path:
-    import os
-
+    """FINE_LEARNGENE when set, else the shipped default."""
     env = os.environ.get("FINE_LEARNGENE")
     return Path(env) if env else shipped_default()
 
