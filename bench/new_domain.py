@@ -1,7 +1,8 @@
 """Issues 16 and 15 (item 4): the default job on domains and classes its learngene never saw, against scratch.
 
-Runs the size table's `new-domain-*` profiles (each target with the learngene the service chooses for it;
-resumable, `--stop-after` shared by all of them) and writes one summary page over every target:
+Runs the size table's `new-domain-*` profiles (each target with the learngene the service chooses for it, the new
+classes with the ancestry that never saw them; resumable, `--stop-after` shared by all of them) and writes one
+summary page over every target:
 
     nohup python bench/new_domain.py --stop-after 150 > logs/new_domain.log &   # about 1.1 h of one core per target
     python bench/new_domain.py --report

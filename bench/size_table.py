@@ -112,8 +112,9 @@ PROFILES.update({
     for key, (dataset, lg) in NEW_DOMAIN_TARGETS.items()})
 # Issue 15 item 4's follow-up: is the new-class gap to scratch@10x the short sigma stage? FINE with 10x sigma steps.
 PROFILES["new-domain-fmnist59-sigma10x"] = Profile(
-    "new_domain/fmnist59_sigma10x", ((2, 128), (6, 128)), (0,), 10 * JOB_SIGMA_STEPS, dataset="fashion-mnist:5-9",
-    learngene=str(FMNIST04_V2_LG), methods=("fine",), by_size=True)
+    "new_domain/fmnist59_sigma10x", ((2, 128), (6, 128)), (0,), 10 * JOB_SIGMA_STEPS,
+    dataset=PROFILES["new-domain-fmnist59"].dataset, learngene=PROFILES["new-domain-fmnist59"].learngene,
+    methods=("fine",), by_size=True)
 
 
 def planned_runs(prof: Profile, lg_id: str) -> list[Run]:
