@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from descendants import RunPaused, curve_at, longest, read_runs, scratch_steps  # noqa: E402
-from size_table import Profile, _fmt, results_dir, run_profile  # noqa: E402
+from size_table import PROFILES, Profile, _fmt, results_dir, run_profile  # noqa: E402
 
 from fine.metrics import metric_suffix  # noqa: E402
 from fine.spec import JobSpec  # noqa: E402
@@ -39,8 +39,10 @@ ANCESTRY_STEPS = 20_000
 FULL_STEPS = ANCESTRY_STEPS // 3  # A/3
 SIZES = ((2, 128), (6, 128), (12, 128), (6, 64), (6, 96))
 LEARNGENE = ROOT / "learngenes" / "fmnist-v2" / "learngene" / "learngene.safetensors"
+# FINE gets a second seed wherever the scratch side has one (the size table's headline sizes).
 PROFILE = Profile("paper_protocol", SIZES, (0, 2000, FULL_STEPS), JobSpec.model_fields["sigma_steps"].default,
-                  seeds=(0, 1), headline=((6, 128),), learngene=str(LEARNGENE), methods=("fine",))
+                  seeds=PROFILES["full"].seeds, headline=PROFILES["full"].headline, learngene=str(LEARNGENE),
+                  methods=("fine",))
 SCRATCH = ROOT / "bench" / "results" / "size_table" / "runs.jsonl"
 SCRATCH_A, SCRATCH_PRODUCT = ANCESTRY_STEPS, 5000  # scratch budgets compared with
 
