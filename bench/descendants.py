@@ -142,13 +142,15 @@ def apply_sigma_init(model, kind: str, seed: int) -> None:
 def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecfg: EvalConfig,
               grids: Callable[[int], Path] | None = None, ckpt: Checkpointing | None = None,
               keep: Callable[[torch.nn.Module], None] | None = None, full_optim: OptimConfig | None = None,
-              sigma_optim: OptimConfig | None = None) -> dict:
+              sigma_optim: OptimConfig | None = None,
+              watch: Callable[[int, torch.nn.Module], None] | None = None) -> dict:
     """Train one descendant, measuring along the way.
 
     `grids(k)` names the sample grid PNG after k full steps: one of the final model, and for scratch
     one at each FD point too (a scratch run's shorter budgets exist only mid-run).
 
-    `keep` is handed the final model (for diagnostics that look further than the record).
+    `keep` is handed the final model (for diagnostics that look further than the record);
+    `watch(step, model)` is called after every full step (step 0: right after the sigma stage).
     `full_optim` / `sigma_optim` replace the dense phase's / the sigma stage's optimiser settings
     (defaults: fine.spec.FINETUNE_OPTIM / SIGMA_OPTIM).
 
@@ -184,6 +186,8 @@ def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecf
         record("init", 0, model_now)
 
     def after_sigma(model_now) -> None:
+        if watch is not None:
+            watch(0, model_now)
         if 0 in run.fd_at:
             points["0"] = measure(model_now, test, run.dataset, ecfg, run.seed)
 
@@ -200,6 +204,8 @@ def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecf
             if step % ecfg.curve_every == 0 or step == run.sigma_steps:
                 record("sigma", step, model_now)
             return
+        if watch is not None:
+            watch(step, model_now)
         if step % ecfg.curve_every == 0 or step == run.full_steps:
             record("full", step, model_now)
         if step in run.fd_at:

@@ -125,3 +125,29 @@ def test_full_optim_sets_the_dense_phase_rate(toy_learngene) -> None:
     assert all(c["heldout"] == pytest.approx(after_sigma, abs=1e-6) for c in frozen["curve"] if c["phase"] == "full")
     moved = train_run(run, toy_learngene, train, test, ecfg)
     assert moved["heldout"] != pytest.approx(after_sigma, abs=1e-6)
+
+
+def test_watch_sees_every_full_step_and_leaves_the_run_unchanged(toy_learngene) -> None:
+    """`watch` is called after the sigma stage (step 0) and after every full step; watching changes no number."""
+    train, test = load("digits", "train"), load("digits", "test")
+    ecfg = EvalConfig(subset=128, heldout_n=64, curve_every=2, batch_size=16)
+    run = Run("fine", 2, 32, dataset="digits", sigma_steps=3, full_steps=4)
+    seen: list[int] = []
+    watched = train_run(run, toy_learngene, train, test, ecfg, watch=lambda step, _m: seen.append(step))
+    assert seen == [0, 1, 2, 3, 4]
+    assert watched["curve"] == train_run(run, toy_learngene, train, test, ecfg)["curve"]
+
+
+def test_constant_ema_starts_at_the_init_and_moves_by_one_minus_decay() -> None:
+    """The probe's EMA keeps the start: one update moves it (1 - decay) of the way; Ema's warm-up moves it further."""
+    from finetune_ema import ConstantEma
+
+    from fine.training import Ema
+
+    start, moved = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
+    const, warm = ConstantEma(start, 0.9), Ema(start, 0.9)
+    const.update(moved, 0)
+    warm.update(moved, 0)
+    want = start.weight + 0.1 * (moved.weight - start.weight)
+    assert torch.allclose(const.model.weight, want)
+    assert not torch.allclose(warm.model.weight, want)
