@@ -105,13 +105,15 @@ def plot(recs: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for r in recs:
-        for name, style in (("raw", "-"), ("ema", ":"), ("ema-warm", "--")):
-            ax.plot(*zip(*r[name], strict=True), style, marker=".", label=f"{r['method']} {name}")
-    ax.set(yscale="log", ylim=(0.038, 0.12), xlabel="full steps (FINE: after its sigma stage)",
-           ylabel="held-out MSE", title=f"d{recs[0]['depth']} w{recs[0]['width']}: raw weights and their EMAs")
-    ax.legend(fontsize=8, ncol=2)
+    sizes = sorted({(r["depth"], r["width"]) for r in recs})
+    fig, axes = plt.subplots(1, len(sizes), figsize=(7 * len(sizes), 4.2), squeeze=False)
+    for ax, (d, w) in zip(axes[0], sizes, strict=True):
+        for r in (r for r in recs if (r["depth"], r["width"]) == (d, w)):
+            for name, style in (("raw", "-"), ("ema", ":"), ("ema-warm", "--")):
+                ax.plot(*zip(*r[name], strict=True), style, marker=".", label=f"{r['method']} {name}")
+        ax.set(yscale="log", ylim=(0.036, 0.12), xlabel="full steps (FINE: after its sigma stage)",
+               ylabel="held-out MSE", title=f"d{d} w{w}: raw weights and their EMAs")
+        ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     fig.savefig(OUT / "curves.png", dpi=110)
     plt.close(fig)
