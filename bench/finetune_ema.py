@@ -8,6 +8,7 @@ stage; scratch: at init): `ema` with a constant decay, and `ema-warm` with fine.
 warm-up (what pre-training uses). A rule only counts if it is applied to every method.
 
     python bench/finetune_ema.py --methods fine & python bench/finetune_ema.py --methods scratch   # ~10 min
+    python bench/finetune_ema.py --methods fine --size 6x128 & ...                                # ~20 min
     python bench/finetune_ema.py --report
 """
 
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from descendants import EvalConfig, Run, append, read_runs, train_run  # noqa: E402
+from descendants import EvalConfig, Run, append, curve_at, read_runs, train_run  # noqa: E402
 from paper_protocol import LEARNGENE, PROFILE  # noqa: E402
 
 from fine.data import load  # noqa: E402
@@ -34,15 +35,6 @@ from fine.training import Ema  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "finetune_ema"
 DECAY = 0.999
-
-
-class ConstantEma(Ema):
-    """An EMA whose decay is constant from its first update: it starts at, and leaves slowly, the given weights."""
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module, step: int) -> None:
-        for e, p in zip(self.model.parameters(), model.parameters(), strict=True):
-            e.lerp_(p.detach(), 1 - self.decay)
 
 
 def probe(method: str, size: tuple[int, int], steps: int, decay: float) -> dict:
@@ -58,7 +50,7 @@ def probe(method: str, size: tuple[int, int], steps: int, decay: float) -> dict:
         if step == 0:  # FINE: the factored model after its sigma stage; the full phase trains its dense copy
             with torch.random.fork_rng(devices=[]):  # building the dense copy must not move the run's RNG
                 start = model.materialize() if model.genes is not None else model
-            emas["ema"], emas["ema-warm"] = ConstantEma(start, decay), Ema(start, decay)
+            emas["ema"], emas["ema-warm"] = Ema(start, decay, warmup=False), Ema(start, decay)
         else:
             for e in emas.values():
                 e.update(model, step - 1)
@@ -67,7 +59,7 @@ def probe(method: str, size: tuple[int, int], steps: int, decay: float) -> dict:
                 curves[name].append((step, heldout_loss(e.model, Diffusion(), test, n=ecfg.heldout_n)))
 
     rec = train_run(run, lg, train, test, ecfg, watch=watch)
-    raw = [(0, [c for c in rec["curve"] if c["phase"] != "full"][-1]["heldout"])]
+    raw = [(0, curve_at(rec, 0))]
     raw += [(c["step"], c["heldout"]) for c in rec["curve"] if c["phase"] == "full"]
     return {"method": method, "depth": size[0], "width": size[1], "steps": steps, "decay": decay,
             "learngene": lg.id, "raw": raw, **curves, "seconds": rec["seconds"]}
@@ -99,7 +91,7 @@ def report() -> str:
 
 
 def plot(recs: list[dict]) -> None:
-    """Both methods' raw and EMA curves in one panel (log scale: scratch starts at 1.0)."""
+    """One panel per size: both methods' raw and EMA curves (log scale: scratch starts at 1.0)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,7 +100,8 @@ def plot(recs: list[dict]) -> None:
     sizes = sorted({(r["depth"], r["width"]) for r in recs})
     fig, axes = plt.subplots(1, len(sizes), figsize=(7 * len(sizes), 4.2), squeeze=False)
     for ax, (d, w) in zip(axes[0], sizes, strict=True):
-        for r in (r for r in recs if (r["depth"], r["width"]) == (d, w)):
+        # Method order fixes each curve's colour across panels.
+        for r in sorted((r for r in recs if (r["depth"], r["width"]) == (d, w)), key=lambda r: r["method"]):
             for name, style in (("raw", "-"), ("ema", ":"), ("ema-warm", "--")):
                 ax.plot(*zip(*r[name], strict=True), style, marker=".", label=f"{r['method']} {name}")
         ax.set(yscale="log", ylim=(0.036, 0.12), xlabel="full steps (FINE: after its sigma stage)",

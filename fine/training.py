@@ -284,17 +284,21 @@ class SubnetLoss:
 
 
 class Ema:
-    """Exponential moving average of a model's parameters, with the usual warm-up of the decay."""
+    """Exponential moving average of a model's parameters, with the usual warm-up of the decay.
 
-    def __init__(self, model: nn.Module, decay: float = 0.999):
-        self.decay = decay
+    `warmup=False` keeps the decay constant from the first update, so the average leaves its start slowly
+    (for a transferred init the start is the point worth keeping).
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = True):
+        self.decay, self.warmup = decay, warmup
         self.model = copy.deepcopy(model).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
-        d = min(self.decay, (1 + step) / (10 + step))
+        d = min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
         for e, p in zip(self.model.parameters(), model.parameters(), strict=True):
             e.lerp_(p.detach(), 1 - d)
 

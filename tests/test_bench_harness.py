@@ -137,17 +137,3 @@ def test_watch_sees_every_full_step_and_leaves_the_run_unchanged(toy_learngene) 
     assert seen == [0, 1, 2, 3, 4]
     assert watched["curve"] == train_run(run, toy_learngene, train, test, ecfg)["curve"]
 
-
-def test_constant_ema_starts_at_the_init_and_moves_by_one_minus_decay() -> None:
-    """The probe's EMA keeps the start: one update moves it (1 - decay) of the way; Ema's warm-up moves it further."""
-    from finetune_ema import ConstantEma
-
-    from fine.training import Ema
-
-    start, moved = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
-    const, warm = ConstantEma(start, 0.9), Ema(start, 0.9)
-    const.update(moved, 0)
-    warm.update(moved, 0)
-    want = start.weight + 0.1 * (moved.weight - start.weight)
-    assert torch.allclose(const.model.weight, want)
-    assert not torch.allclose(warm.model.weight, want)

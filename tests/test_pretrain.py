@@ -7,7 +7,7 @@ from fine.data import load
 from fine.formats import load_learngene
 from fine.model import DiT
 from fine.pretrain import PretrainConfig, pretrain
-from fine.training import OptimConfig, SubnetLoss
+from fine.training import Ema, OptimConfig, SubnetLoss
 from fine.width import slice_state
 
 
@@ -50,3 +50,14 @@ def test_pretraining_resumes_where_it_stopped(tmp_path) -> None:
     second = load_learngene(tmp_path / "learngene")
     assert not torch.equal(first.model.genes["qkv"].U, second.model.genes["qkv"].U)
     assert set(log[-1]["heldout_ema"]) == {"32", "64"}
+
+
+def test_constant_ema_starts_at_the_init_and_moves_by_one_minus_decay() -> None:
+    """Without warm-up the EMA keeps its start: one update moves it (1 - decay) of the way; Ema's warm-up moves it further."""
+    start, moved = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
+    const, warm = Ema(start, 0.9, warmup=False), Ema(start, 0.9)
+    const.update(moved, 0)
+    warm.update(moved, 0)
+    want = start.weight + 0.1 * (moved.weight - start.weight)
+    assert torch.allclose(const.model.weight, want)
+    assert not torch.allclose(warm.model.weight, want)
