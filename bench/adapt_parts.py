@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -31,7 +32,7 @@ from fine.data import load  # noqa: E402
 from fine.diffusion import Diffusion  # noqa: E402
 from fine.formats import load_learngene  # noqa: E402
 from fine.metrics import heldout_loss  # noqa: E402
-from fine.pipeline import Hooks, adaptation_parts, build_descendant, new_task, train_descendant  # noqa: E402
+from fine.pipeline import Hooks, adaptation_parts, build_descendant, dense_optim, new_task, train_descendant  # noqa: E402
 from fine.spec import ADAPT_LR_SCALE, ADAPT_PARTS, DEFAULT_LEARNGENE, SIGMA_OPTIM, JobSpec  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "adapt_parts"
@@ -64,7 +65,9 @@ def one_run(lg, lg_path: Path, dataset: str, parts: tuple[str, ...] | None, a: a
 
     timings: dict[str, float] = {}
     model = train_descendant(model, train.subset(a.subset, seed=a.seed), spec, train_labels=new_task(lg, train, dataset),
-                             train_parts=parts or (), hooks=Hooks(on_step=count), timings=timings)
+                             train_parts=parts or (), hooks=Hooks(on_step=count), timings=timings,
+                             # the committed table measured scratch's raw weights (before the EMA rule)
+                             finetune_optim=replace(dense_optim(a.batch_size), ema=0.0))
     seconds = timings["sigma" if method == "fine" else "finetune"]
     after = heldout_loss(model, Diffusion(), test, n=a.test, seed=0)
     return {"dataset": dataset, "learngene": lg.meta.get("id") or lg_path.parent.name,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -25,6 +25,7 @@ from fine.pipeline import (
     Hooks,
     adaptation_parts,
     build_descendant,
+    dense_optim,
     new_task,
     sample_grid,
     train_descendant,
@@ -47,6 +48,9 @@ class Run:
     sigma_init: str = "interp"  # fine only: interp (= trained) | random | constant | linear
     learngene: str = ""
     rank: int = 0  # fine only: 0 = the learngene's rank, else its top-`rank` components (fine.assembly.truncate_rank)
+    # The dense phase's EMA decay: every run before the service's rule kept one (fine.spec.FINETUNE_OPTIM)
+    # measured the raw weights, so 0 (raw) stays the default and a profile under the rule names its decay.
+    ema: float = 0.0
 
     def spec(self, ecfg: EvalConfig) -> JobSpec:
         """The job spec this run trains (fine.pipeline's; the benchmark measures instead of evaluating)."""
@@ -152,7 +156,8 @@ def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecf
     `keep` is handed the final model (for diagnostics that look further than the record);
     `watch(step, model)` is called after every full step (step 0: right after the sigma stage).
     `full_optim` / `sigma_optim` replace the dense phase's / the sigma stage's optimiser settings
-    (defaults: fine.spec.FINETUNE_OPTIM / SIGMA_OPTIM).
+    (defaults: fine.pipeline.dense_optim with the run's `ema` / fine.spec.SIGMA_OPTIM); the curve and the
+    measurements see the weights the dense phase would return (its EMA when it keeps one).
 
     With `ckpt`, the dense phase is checkpointed and a run found there continues exactly where it
     stopped (same batches, noise and measurements as an uninterrupted run); the file is removed at the end.
@@ -191,11 +196,11 @@ def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecf
         if 0 in run.fd_at:
             points["0"] = measure(model_now, test, run.dataset, ecfg, run.seed)
 
-    def save(model_now) -> None:
-        state: TrainState = state_of[0]()
+    def save() -> None:
+        state: DenseResume = state_of[0]()
         tmp = ckpt.path.with_suffix(".tmp")
         ckpt.path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"run": run.key(), "model": model_now.state_dict(), "train": vars(state), "curve": curve,
+        torch.save({"run": run.key(), "model": state.model, "train": vars(state.train), "curve": curve,
                     "points": points, "seconds": round(seconds_before + time.time() - t0, 1)}, tmp)
         tmp.replace(ckpt.path)
 
@@ -217,7 +222,7 @@ def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecf
             return
         late = ckpt.deadline is not None and time.time() > ckpt.deadline
         if step % ckpt.every == 0 or late:
-            save(model_now)
+            save()
         if late:
             raise RunPaused(f"paused at step {step}/{run.full_steps}; state in {ckpt.path}")
 
@@ -227,6 +232,7 @@ def train_run(run: Run, lg: LearngeneSet, train: ImageData, test: ImageData, ecf
     hooks = Hooks(after_init=after_init, after_sigma=after_sigma, on_step=on_step, on_state=state_of.append)
     # ... and a target with other pixels (channels, size) its input/output layers (as the service does).
     parts = adaptation_parts(lg.cfg, subset) if saved is None and spec.sigma_steps_run > 0 else ()
+    full_optim = full_optim or replace(dense_optim(ecfg.batch_size), ema=run.ema)
     model = train_descendant(model, subset, spec, train_labels=train_labels, train_parts=parts, hooks=hooks,
                              finetune_optim=full_optim, sigma_optim=sigma_optim, resume=resume)
     final = curve[-1]["heldout"]

@@ -2,12 +2,16 @@
 
 The ancestry trained A = 20,000 steps (learngenes/fmnist-v2). At depths 2 / 6 / 12 (width 128) and
 depth 6 widths 64 / 96, FINE gets the service's default sigma stage and then A/3 full steps; it is
-compared with scratch at A steps. The scratch runs are the size table's (`size_table/runs.jsonl`:
-same code, seeds, subset, optimiser and evaluation protocol; they do not depend on any learngene),
-so only FINE trains here.
+compared with scratch at A steps. Two rules for the dense phase, the same for both methods:
 
-    nohup python bench/paper_protocol.py --stop-after 150 > logs/paper.log &   # hours, resumable
-    python bench/paper_protocol.py --report
+- `--rule ema` (the service's, fine.spec.FINETUNE_OPTIM): the runs measure the EMA of the dense weights;
+  scratch trains here too (one 20,000-step run per size and seed, measured at 2,000 / 5,000 / 6,666 / 20,000).
+- `--rule raw` (the first table): the raw weights; the scratch runs are the size table's
+  (`size_table/runs.jsonl`: same code, seeds, subset, optimiser and evaluation protocol; they do not
+  depend on any learngene), so only FINE trains.
+
+    nohup python bench/paper_protocol.py --rule ema --stop-after 150 > logs/paper.log &   # hours, resumable
+    python bench/paper_protocol.py --rule ema --report
 
 Three tables from the same runs:
 1. paper protocol: FINE sigma + A/3 against scratch@A (held-out MSE and FD);
@@ -33,18 +37,23 @@ from descendants import RunPaused, curve_at, longest, read_runs, scratch_steps  
 from size_table import PROFILES, Profile, _fmt, results_dir, run_profile  # noqa: E402
 
 from fine.metrics import metric_suffix  # noqa: E402
-from fine.spec import JobSpec  # noqa: E402
+from fine.spec import FINETUNE_OPTIM, JobSpec  # noqa: E402
 
 ANCESTRY_STEPS = 20_000
 FULL_STEPS = ANCESTRY_STEPS // 3  # A/3
 SIZES = ((2, 128), (6, 128), (12, 128), (6, 64), (6, 96))
 LEARNGENE = ROOT / "learngenes" / "fmnist-v2" / "learngene" / "learngene.safetensors"
 # FINE gets a second seed wherever the scratch side has one (the size table's headline sizes).
-PROFILE = Profile("paper_protocol", SIZES, (0, 2000, FULL_STEPS), JobSpec.model_fields["sigma_steps"].default,
-                  seeds=PROFILES["full"].seeds, headline=PROFILES["full"].headline, learngene=str(LEARNGENE),
-                  methods=("fine",))
-SCRATCH = ROOT / "bench" / "results" / "size_table" / "runs.jsonl"
 SCRATCH_A, SCRATCH_PRODUCT = ANCESTRY_STEPS, 5000  # scratch budgets compared with
+_COMMON = {"sizes": SIZES, "budgets": (0, 2000, FULL_STEPS), "sigma_steps": JobSpec.model_fields["sigma_steps"].default,
+           "seeds": PROFILES["full"].seeds, "headline": PROFILES["full"].headline, "learngene": str(LEARNGENE)}
+PROFILES_BY_RULE = {
+    "raw": Profile("paper_protocol", methods=("fine",), **_COMMON),
+    "ema": Profile("paper_protocol_ema", methods=("fine", "scratch"), scratch_budgets=(SCRATCH_A,),
+                   scratch_fd=(SCRATCH_PRODUCT,), ema=FINETUNE_OPTIM.ema, **_COMMON),
+}
+PROFILE = PROFILES_BY_RULE["raw"]
+SIZE_TABLE = ROOT / "bench" / "results" / "size_table" / "runs.jsonl"  # the raw rule's scratch runs
 
 
 def _points(recs: list[dict], method: str, size: tuple[int, int], k: int, suffix: str) -> tuple[list, list]:
@@ -66,18 +75,26 @@ def _verdict(fine: list[float], scratch: list[float]) -> str:
     return f"{'**yes**' if f <= s else 'no'} ({(f / s - 1) * 100:+.1f} %)"
 
 
-def report() -> str:
-    out = results_dir(PROFILE)
-    recs, scratch = read_runs(out / "runs.jsonl"), read_runs(SCRATCH)
-    scratch = [r for r in scratch if r["method"] == "scratch" and r["dataset"] == PROFILE.dataset]
-    sfx = metric_suffix(PROFILE.dataset) or "fd"
-    s = PROFILE.sigma_steps
-    lines = ["# The paper's protocol in miniature (issue 15)", "",
-             "Command: `python bench/paper_protocol.py` (resumable; `--stop-after MIN`), then `--report`. "
+def report(rule: str = "raw") -> str:
+    prof = PROFILES_BY_RULE[rule]
+    out = results_dir(prof)
+    recs = read_runs(out / "runs.jsonl")
+    scratch_src = SIZE_TABLE if rule == "raw" else out / "runs.jsonl"
+    scratch = [r for r in read_runs(scratch_src) if r["method"] == "scratch" and r["dataset"] == prof.dataset]
+    recs = [r for r in recs if r["method"] == "fine"]
+    sfx = metric_suffix(prof.dataset) or "fd"
+    s = prof.sigma_steps
+    weights = ("the raw weights" if rule == "raw" else
+               f"an EMA of the dense weights (decay {prof.ema}, warmed up as fine.training.Ema; the service's rule)")
+    title = "raw weights" if rule == "raw" else "the service's EMA rule"
+    lines = [f"# The paper's protocol in miniature, {title} (issue 15)", "",
+             f"Command: `python bench/paper_protocol.py --rule {rule}` (resumable; `--stop-after MIN`), then "
+             f"`--rule {rule} --report`. "
              f"Learngene `{LEARNGENE.relative_to(ROOT)}` (ancestry A = {ANCESTRY_STEPS:,} steps). FINE: the service's "
-             f"default sigma stage ({s} steps) then K full steps; scratch: the size table's runs "
-             f"(`{SCRATCH.relative_to(ROOT)}`). Every run: Fashion-MNIST, the same 5,000-image subset, batch 64, "
-             "AdamW lr 1e-3 after 50 warm-up steps. Held-out = diffusion MSE on 2,000 fixed test triples (tables 1-2) "
+             f"default sigma stage ({s} steps) then K full steps; scratch: `{scratch_src.relative_to(ROOT)}`. "
+             "Every run: Fashion-MNIST, the same 5,000-image subset, batch 64, "
+             f"AdamW lr 1e-3 after 50 warm-up steps; every measurement sees {weights}. "
+             "Held-out = diffusion MSE on 2,000 fixed test triples (tables 1-2) "
              f"or on the curve's 1,000 (scratch steps to match, table 2; table 3); FD-{sfx.upper()} on 500 samples (DDIM 25, "
              "guidance 1.5). Mean ± half-range over the seeds shown.", "",
              f"## 1. FINE σ{s} + A/3 ({FULL_STEPS:,}) against scratch@A ({SCRATCH_A:,})", "",
@@ -114,7 +131,8 @@ def report() -> str:
         after = curve_at(own, 0)
         lines.append(f"| {size[0]} | {size[1]} | {init:.4f} | {after:.4f} | {init / after:.3f} |")
     lines += ["", "## 4. Where the head start goes: FINE's full phase (seed 0)", "",
-              "Its fine-tuning uses scratch's rule (fresh AdamW, 50 warm-up steps, then lr 1e-3). Held-out on the "
+              "Its fine-tuning uses scratch's rule (fresh AdamW, 50 warm-up steps, then lr 1e-3; "
+              f"{'raw weights' if rule == 'raw' else 'EMA weights'}). Held-out on the "
               "curve's 1,000 triples; 'regained' = first full step back at or below the σ-stage value; 'worth' = "
               "first scratch step (seed 0) at or below FINE's value after A/3.", "",
               "| depth | width | after σ stage | first full eval (step) | highest in full phase | regained at | "
@@ -132,7 +150,7 @@ def report() -> str:
         worth_s = f"{worth:,}" if worth is not None else f"> {ref['full_steps']:,}"
         lines.append(f"| {size[0]} | {size[1]} | {after:.4f} | {full[0]['heldout']:.4f} ({full[0]['step']:,}) | "
                      f"{max(c['heldout'] for c in full):.4f} | {back_s} | {end:.4f} | {worth_s} |")
-    lines.append(f"\nFINE runs finished: {len(recs)}.")
+    lines.append(f"\nRuns finished: FINE {len(recs)}, scratch {len(scratch)}.")
     text = "\n".join(lines) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(text)
@@ -141,6 +159,8 @@ def report() -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rule", choices=sorted(PROFILES_BY_RULE), default="ema",
+                   help="the dense phase's weights: ema (the service's rule) or raw (the first table)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--only", action="append", default=None, metavar="GLOB",
                    help="only runs whose label matches, e.g. 'fine_d6_w128_s0_n6666' (repeatable)")
@@ -151,10 +171,10 @@ def main() -> None:
         torch.set_num_threads(a.threads)
         deadline = time.time() + 60 * a.stop_after if a.stop_after is not None else None
         try:
-            run_profile(PROFILE, desc="paper protocol", only=a.only, deadline=deadline)
+            run_profile(PROFILES_BY_RULE[a.rule], desc="paper protocol", only=a.only, deadline=deadline)
         except RunPaused as e:
             print(f"paper_protocol: {e}", file=sys.stderr)
-    print(report())
+    print(report(a.rule))
 
 
 if __name__ == "__main__":

@@ -79,6 +79,8 @@ class Profile:
     methods: tuple[str, ...] = METHODS
     eval: EvalConfig = field(default_factory=EvalConfig)
     by_size: bool = False  # run order: size by size (each size's rows complete first) instead of cheapest first
+    ema: float = 0.0  # the dense phase's EMA decay (Run.ema): 0 measures the raw weights, as the committed tables did
+    scratch_fd: tuple[int, ...] = ()  # more full-step counts at which scratch runs measure FD and held-out
 
 
 FULL_SIZES = ((1, 128), (2, 128), (4, 128), (6, 128), (8, 128), (12, 128), (6, 64), (6, 96))
@@ -125,7 +127,7 @@ def planned_runs(prof: Profile, lg_id: str) -> list[Run]:
         seeds = prof.seeds if (depth, width) in prof.headline else prof.seeds[:1]
         for seed in seeds:
             for method in prof.methods:
-                common = {"depth": depth, "width": width, "seed": seed, "dataset": prof.dataset}
+                common = {"depth": depth, "width": width, "seed": seed, "dataset": prof.dataset, "ema": prof.ema}
                 if method == "scratch":
                     out += scratch_runs(prof, common)
                 else:
@@ -147,7 +149,7 @@ def scratch_runs(prof: Profile, common: dict) -> list[Run]:
     1.6% at every later step.)
     """
     budgets = sorted(set(prof.scratch_budgets) or {prof.scratch_factor * k for k in prof.budgets if k})
-    points = sorted({k for k in prof.budgets if k} | set(budgets))
+    points = sorted({k for k in prof.budgets if k} | set(budgets) | set(prof.scratch_fd))
     runs, below = [], 0
     for budget in budgets:
         runs.append(Run("scratch", sigma_steps=0, full_steps=budget,

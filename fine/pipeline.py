@@ -24,12 +24,12 @@ from fine.formats import LearngeneSet, load_learngene, save_dense, save_factored
 from fine.images import save_grid, to_uint8
 from fine.model import DiT
 from fine.spec import ADAPT_LR_SCALE, ADAPT_PARTS, FINETUNE_OPTIM, SAMPLE_PRECISIONS, SIGMA_OPTIM, JobSpec
-from fine.training import JobCanceled, OptimConfig, ProgressFn, StopFn, TrainState, sigma_stage, train_all
+from fine.training import Ema, JobCanceled, OptimConfig, ProgressFn, StopFn, TrainState, sigma_stage, train_all
 
 EVAL_CFG_SCALE = 1.5  # classifier-free guidance of the evaluation's samples, which the sample grid reuses
 
 __all__ = ["DenseResume", "Evaluated", "Evaluation", "Hooks", "InitResult", "JobCanceled", "JobSpec", "Trained",
-           "build_descendant", "evaluate", "evaluate_and_save", "init_descendant", "run_evaluation", "sample_grid",
+           "build_descendant", "dense_optim", "evaluate", "evaluate_and_save", "init_descendant", "run_evaluation", "sample_grid",
            "train_and_save", "train_descendant"]
 
 
@@ -185,8 +185,10 @@ class Hooks:
     should_stop: StopFn | None = None  # checked before every step; True raises JobCanceled
     after_init: Callable[[DiT], None] | None = None  # the assembled model, before the sigma stage
     after_sigma: Callable[[DiT], None] | None = None  # after the sigma stage (also when there is none)
-    on_step: Callable[[str, int, DiT], None] | None = None  # (phase, step, model being trained) after every step
-    on_state: Callable[[Callable[[], TrainState]], None] | None = None  # the dense phase's state getter (checkpoints)
+    # (phase, step, model) after every step; the model is what the phase would return if it ended there
+    # (the dense phase's EMA when it keeps one)
+    on_step: Callable[[str, int, DiT], None] | None = None
+    on_state: Callable[[Callable[[], DenseResume]], None] | None = None  # the dense phase's state getter (checkpoints)
 
     def step_fn(self, model: DiT) -> ProgressFn | None:
         """The progress callback of one phase: `progress`, then `on_step` with this phase's model."""
@@ -206,8 +208,13 @@ class Hooks:
 class DenseResume:
     """A dense phase saved mid-run: the sigma stage is done, the weights and training state continue."""
 
-    model: dict  # the dense model's state_dict
+    model: dict  # the dense model's state_dict (the raw weights; an EMA's are in `train`)
     train: TrainState
+
+
+def dense_optim(batch_size: int) -> OptimConfig:
+    """The dense phase's optimiser (fine.spec.FINETUNE_OPTIM) at this batch size."""
+    return OptimConfig(lr=FINETUNE_OPTIM.lr, warmup=FINETUNE_OPTIM.warmup, ema=FINETUNE_OPTIM.ema, batch_size=batch_size)
 
 
 def build_descendant(ancestry: DiT, spec: JobSpec, target: ImageData | None = None) -> DiT:
@@ -233,7 +240,8 @@ def train_descendant(
     """The sigma stage (methods that have one) and dense fine-tuning; returns the trained model.
 
     `train_parts`: body parts that also train in the sigma stage (see `adaptation_parts`).
-    `finetune_optim` replaces the dense phase's optimiser (default: fine.spec.FINETUNE_OPTIM), and
+    `finetune_optim` replaces the dense phase's optimiser (default: `dense_optim`; with `ema` > 0 the
+    phase returns its EMA weights), and
     `sigma_optim` the sigma stage's (default: fine.spec.SIGMA_OPTIM);
     `resume` skips what it saved and continues the dense phase exactly where it stopped.
     """
@@ -258,11 +266,17 @@ def train_descendant(
             model = model.materialize()
         if resume is not None:
             model.load_state_dict(resume.model)
-        optim = finetune_optim or OptimConfig(lr=FINETUNE_OPTIM.lr, warmup=FINETUNE_OPTIM.warmup,
-                                              batch_size=spec.batch_size)
+        optim = finetune_optim or dense_optim(spec.batch_size)
+        ema = Ema(model, optim.ema) if optim.ema > 0 else None
+        on_state = None
+        if hooks.on_state is not None:
+            def on_state(get: Callable[[], TrainState], dense: DiT = model) -> None:
+                hooks.on_state(lambda: DenseResume(dense.state_dict(), get()))
         train_all(model, subset, spec.finetune_steps, optim=optim, seed=spec.seed + 1, phase="finetune",
-                  progress=hooks.step_fn(model), should_stop=hooks.should_stop,
-                  resume=resume.train if resume is not None else None, on_state=hooks.on_state)
+                  progress=hooks.step_fn(model if ema is None else ema.model), should_stop=hooks.should_stop,
+                  resume=resume.train if resume is not None else None, on_state=on_state, ema=ema)
+        if ema is not None:
+            model.load_state_dict(ema.model.state_dict())
         timings["finetune"] = time.time() - t
     return model
 

@@ -41,6 +41,7 @@ class OptimConfig:
     batch_size: int = 64
     schedule: str = "constant"  # after warm-up: constant, or cosine decay to final_lr_frac * lr at the last step
     final_lr_frac: float = 0.0
+    ema: float = 0.0  # train_all: > 0 returns an EMA of the weights with this decay (Ema, with warm-up); 0: raw
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -183,6 +184,7 @@ class TrainState:
     step: int
     optimizer: dict
     loss: dict  # DiffusionLoss.state_dict()
+    ema: dict | None = None  # the averaged weights, when the run keeps an EMA
 
 
 def train_all(
@@ -197,11 +199,14 @@ def train_all(
     should_stop: StopFn | None = None,
     resume: TrainState | None = None,
     on_state: Callable[[Callable[[], TrainState]], None] | None = None,
+    ema: Ema | None = None,
 ) -> list[float]:
     """Train every parameter (dense fine-tuning, or training a `scratch` model).
 
-    `resume` continues from a saved state (the model's weights are the caller's to restore);
-    `on_state` receives a getter of the current state before the run starts, for checkpointing.
+    `ema` (built on `model` before the first step) is updated after every step; the caller decides
+    which weights it keeps. `resume` continues from a saved state (the model's weights are the
+    caller's to restore; the EMA's are restored here); `on_state` receives a getter of the current
+    state before the run starts, for checkpointing.
     """
     optim = optim or OptimConfig(lr=1e-3, warmup=50)
     model.train()
@@ -215,9 +220,16 @@ def train_all(
         opt.load_state_dict(resume.optimizer)
         loss_fn.load_state_dict(resume.loss)
         start = resume.step
+        if ema is not None:
+            if resume.ema is None:
+                raise ValueError("this run keeps an EMA but the state it resumes from has none")
+            ema.model.load_state_dict(resume.ema)
     if on_state is not None:
-        on_state(lambda: TrainState(loss_fn.drawn, opt.state_dict(), loss_fn.state_dict()))
-    return fit(params, loss_fn, steps, optim, phase, progress, should_stop, optimizer=opt, start_step=start)
+        on_state(lambda: TrainState(loss_fn.drawn, opt.state_dict(), loss_fn.state_dict(),
+                                    None if ema is None else ema.model.state_dict()))
+    after = None if ema is None else (lambda step, _loss: ema.update(model, step))
+    return fit(params, loss_fn, steps, optim, phase, progress, should_stop, optimizer=opt, start_step=start,
+               after_step=after)
 
 
 # -- ancestry pre-training -----------------------------------------------------------------------

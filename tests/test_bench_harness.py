@@ -66,11 +66,11 @@ def test_batches_started_midway_match_the_uninterrupted_stream() -> None:
         assert torch.equal(x, x2) and torch.equal(y, y2)
 
 
-@pytest.mark.parametrize("method", ["fine", "scratch"])
-def test_paused_run_continues_exactly_where_it_stopped(tmp_path, toy_learngene, method) -> None:
+@pytest.mark.parametrize(("method", "ema"), [("fine", 0.0), ("scratch", 0.0), ("fine", 0.999), ("scratch", 0.9)])
+def test_paused_run_continues_exactly_where_it_stopped(tmp_path, toy_learngene, method, ema) -> None:
     train, test = load("digits", "train"), load("digits", "test")
     ecfg = EvalConfig(subset=128, heldout_n=64, curve_every=2, fd_n=32, fd_steps=2, batch_size=16)
-    run = Run(method, 2, 32, dataset="digits", sigma_steps=3, full_steps=7, fd_at=(0, 4, 7))
+    run = Run(method, 2, 32, dataset="digits", sigma_steps=3, full_steps=7, fd_at=(0, 4, 7), ema=ema)
     whole = train_run(run, toy_learngene, train, test, ecfg)
     # A deadline already past pauses the run after every step: seven sessions of one step each.
     ckpt = Checkpointing(tmp_path / "partial" / "run.pt", every=100, deadline=time.time() - 1)
@@ -136,4 +136,5 @@ def test_watch_sees_every_full_step_and_leaves_the_run_unchanged(toy_learngene) 
     watched = train_run(run, toy_learngene, train, test, ecfg, watch=lambda step, _m: seen.append(step))
     assert seen == [0, 1, 2, 3, 4]
     assert watched["curve"] == train_run(run, toy_learngene, train, test, ecfg)["curve"]
+
 
