@@ -21,6 +21,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ from fine.data import ImageData, load  # noqa: E402
 from fine.diffusion import Diffusion  # noqa: E402
 from fine.formats import load_learngene  # noqa: E402
 from fine.metrics import heldout_loss  # noqa: E402
-from fine.pipeline import Hooks, adaptation_parts, build_descendant, new_task, train_descendant  # noqa: E402
+from fine.pipeline import Hooks, adaptation_parts, build_descendant, dense_optim, new_task, train_descendant  # noqa: E402
 from fine.spec import DEFAULT_LEARNGENE, JobSpec  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "position_size"
@@ -73,7 +74,9 @@ def one_side(lg, train: ImageData, test: ImageData, side: int, a: argparse.Names
         at_init = heldout_loss(model, Diffusion(), te, n=len(te), seed=0)
         parts = adaptation_parts(lg.cfg, tr) if method == "fine" else ()
         model = train_descendant(model, tr.subset(a.subset, seed=a.seed), spec,
-                                 train_labels=new_task(lg, tr, DATASET), train_parts=parts, hooks=Hooks())
+                                 train_labels=new_task(lg, tr, DATASET), train_parts=parts, hooks=Hooks(),
+                                 # the committed table measured scratch's raw weights (before the EMA rule)
+                                 finetune_optim=replace(dense_optim(a.batch_size), ema=0.0))
         after = heldout_loss(model, Diffusion(), te, n=len(te), seed=0)
         rows.append({"side": side, "grid": side // lg.cfg.patch_size, "method": method, "steps": a.steps,
                      "heldout_init": round(at_init, 5), "heldout_after": round(after, 5),

@@ -212,7 +212,8 @@ class JobSpec(BaseModel):
     sigma_steps: int = _limited(JOB_LIMITS, "sigma_steps", 125, "sigma-stage steps, 0..20000")
     subset_size: int = _limited(JOB_LIMITS, "subset_size", 5000, "training images drawn from the dataset, 8..100000")
     finetune_steps: int = _limited(JOB_LIMITS, "finetune_steps", 0,
-                                   "dense fine-tuning steps after the sigma stage, 0..50000")
+                                   "dense fine-tuning steps after the sigma stage, 0..50000 "
+                                   "(the checkpoint holds the EMA of the dense weights)")
     seed: int = _limited(JOB_LIMITS, "seed", 0, "random seed of assembly, data order and noise")
     train_bias: bool = True
     batch_size: int = _limited(JOB_LIMITS, "batch_size", 64, "1..1024")
