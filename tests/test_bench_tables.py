@@ -30,6 +30,23 @@ def test_planned_runs_give_scratch_ten_k_and_fine_its_sigma_stage() -> None:
     assert all(r.sigma_steps == 0 for r in runs if r.method in ("linear-fit", "weight-selection"))
 
 
+def test_the_paper_protocol_under_the_service_rule_trains_both_methods_by_it() -> None:
+    """`--rule ema`: FINE and scratch both keep the service's EMA; scratch is one 20,000-step run per size and seed
+    that also measures the 5,000-step product point; `--rule raw` keeps the committed raw FINE runs."""
+    from paper_protocol import ANCESTRY_STEPS, FULL_STEPS, PROFILES_BY_RULE, SCRATCH_PRODUCT
+
+    from fine.spec import FINETUNE_OPTIM
+
+    ema = planned_runs(PROFILES_BY_RULE["ema"], "lg")
+    assert {r.ema for r in ema} == {FINETUNE_OPTIM.ema} and {r.method for r in ema} == {"fine", "scratch"}
+    scratch = [r for r in ema if r.method == "scratch" and (r.depth, r.width, r.seed) == (6, 64, 1)]
+    assert [(r.full_steps, r.fd_at) for r in scratch] == [
+        (ANCESTRY_STEPS, tuple(sorted((2000, SCRATCH_PRODUCT, FULL_STEPS, ANCESTRY_STEPS))))]
+    raw = planned_runs(PROFILES_BY_RULE["raw"], "lg")
+    assert {r.ema for r in raw} == {0.0} and {r.method for r in raw} == {"fine"}
+    assert {(r.depth, r.width, r.seed) for r in raw} == {(r.depth, r.width, r.seed) for r in ema}
+
+
 def test_new_domain_profiles_give_scratch_the_jobs_steps_and_ten_times_them() -> None:
     from size_table import JOB_SIGMA_STEPS, PROFILES
 
