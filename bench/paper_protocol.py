@@ -153,15 +153,15 @@ def report(rule: str = "raw") -> str:
               "after A/3 | worth scratch steps |", "|---|---|---|---|---|---|---|---|"]
     for size in SIZES:
         own, ref = longest(recs, "fine", size), longest(scratch, "scratch", size)
-        if own is None or ref is None:
+        if own is None:
             lines.append(f"| {size[0]} | {size[1]} | – | – | – | – | – | – |")
             continue
         after, full = curve_at(own, 0), [c for c in own["curve"] if c["phase"] == "full"]
         back = next((c["step"] for c in full if c["heldout"] <= after), None)
         end = curve_at(own, FULL_STEPS)
-        worth = scratch_steps(ref, end)
+        worth = None if ref is None else scratch_steps(ref, end)
         back_s = f"{back:,}" if back is not None else "never"
-        worth_s = f"{worth:,}" if worth is not None else f"> {ref['full_steps']:,}"
+        worth_s = "–" if ref is None else f"{worth:,}" if worth is not None else f"> {ref['full_steps']:,}"
         lines.append(f"| {size[0]} | {size[1]} | {after:.4f} | {full[0]['heldout']:.4f} ({full[0]['step']:,}) | "
                      f"{max(c['heldout'] for c in full):.4f} | {back_s} | {end:.4f} | {worth_s} |")
     if rule != "raw":
