@@ -56,29 +56,24 @@ PROFILE = PROFILES_BY_RULE["raw"]
 SIZE_TABLE = ROOT / "bench" / "results" / "size_table" / "runs.jsonl"  # the raw rule's scratch runs
 
 
-def _points(recs: list[dict], method: str, size: tuple[int, int], k: int, suffix: str) -> tuple[list, list]:
-    """Every seed's (held-out, FD) at K full steps of this method and size."""
-    held, fd = [], []
-    for r in recs:
-        if r["method"] == method and (r["depth"], r["width"]) == size and str(k) in r["points"]:
-            m = r["points"][str(k)]
-            held.append(m["heldout"])
-            if f"fd_{suffix}" in m:
-                fd.append(m[f"fd_{suffix}"])
-    return held, fd
-
-
-def _by_seed(recs: list[dict], method: str, size: tuple[int, int], k: int) -> dict[int, float]:
-    return {r["seed"]: r["points"][str(k)]["heldout"] for r in recs
+def _by_seed(recs: list[dict], method: str, size: tuple[int, int], k: int) -> dict[int, dict]:
+    """Each seed's measurements at K full steps of this method and size."""
+    return {r["seed"]: r["points"][str(k)] for r in recs
             if r["method"] == method and (r["depth"], r["width"]) == size and str(k) in r["points"]}
 
 
-def _change(raw: dict[int, float], ema: dict[int, float]) -> str:
+def _points(recs: list[dict], method: str, size: tuple[int, int], k: int, suffix: str) -> tuple[list, list]:
+    """Every seed's (held-out, FD) at K full steps of this method and size."""
+    at = _by_seed(recs, method, size, k).values()
+    return [m["heldout"] for m in at], [m[f"fd_{suffix}"] for m in at if f"fd_{suffix}" in m]
+
+
+def _change(raw: dict[int, dict], ema: dict[int, dict]) -> str:
     """Raw -> EMA held-out over the seeds both rules ran."""
     seeds = sorted(set(raw) & set(ema))
     if not seeds:
         return "–"
-    r, e = (sum(d[s] for s in seeds) / len(seeds) for d in (raw, ema))
+    r, e = (sum(d[s]["heldout"] for s in seeds) / len(seeds) for d in (raw, ema))
     return f"{r:.4f} → {e:.4f} ({(e / r - 1) * 100:+.1f} %, {len(seeds)} seed{'s' * (len(seeds) > 1)})"
 
 

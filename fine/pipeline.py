@@ -268,13 +268,13 @@ def train_descendant(
             model.load_state_dict(resume.model)
         optim = finetune_optim or dense_optim(spec.batch_size)
         ema = Ema(model, optim.ema) if optim.ema > 0 else None
-        on_state = None
-        if hooks.on_state is not None:
-            def on_state(get: Callable[[], TrainState], dense: DiT = model) -> None:
-                hooks.on_state(lambda: DenseResume(dense.state_dict(), get()))
+        on_state = hooks.on_state
+        # A checkpoint needs the raw weights as well as the training state (which holds the EMA).
+        state_of = None if on_state is None else (
+            lambda get: on_state(lambda: DenseResume(model.state_dict(), get())))
         train_all(model, subset, spec.finetune_steps, optim=optim, seed=spec.seed + 1, phase="finetune",
                   progress=hooks.step_fn(model if ema is None else ema.model), should_stop=hooks.should_stop,
-                  resume=resume.train if resume is not None else None, on_state=on_state, ema=ema)
+                  resume=resume.train if resume is not None else None, on_state=state_of, ema=ema)
         if ema is not None:
             model.load_state_dict(ema.model.state_dict())
         timings["finetune"] = time.time() - t

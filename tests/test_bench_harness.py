@@ -136,5 +136,3 @@ def test_watch_sees_every_full_step_and_leaves_the_run_unchanged(toy_learngene) 
     watched = train_run(run, toy_learngene, train, test, ecfg, watch=lambda step, _m: seen.append(step))
     assert seen == [0, 1, 2, 3, 4]
     assert watched["curve"] == train_run(run, toy_learngene, train, test, ecfg)["curve"]
-
-
