@@ -23,14 +23,14 @@ from fine.diffusion import Diffusion
 from fine.formats import LearngeneSet, load_learngene, save_dense, save_factored
 from fine.images import save_grid, to_uint8
 from fine.model import DiT
-from fine.spec import ADAPT_LR_SCALE, ADAPT_PARTS, FINETUNE_OPTIM, SAMPLE_PRECISIONS, SIGMA_OPTIM, JobSpec
+from fine.spec import ADAPT_LR_SCALE, ADAPT_PARTS, FINETUNE_OPTIM, SAMPLE_PRECISIONS, SIGMA_OPTIM, JobSpec, StageOptim
 from fine.training import Ema, JobCanceled, OptimConfig, ProgressFn, StopFn, TrainState, sigma_stage, train_all
 
 EVAL_CFG_SCALE = 1.5  # classifier-free guidance of the evaluation's samples, which the sample grid reuses
 
 __all__ = ["DenseResume", "Evaluated", "Evaluation", "Hooks", "InitResult", "JobCanceled", "JobSpec", "Trained",
-           "build_descendant", "dense_optim", "evaluate", "evaluate_and_save", "init_descendant", "run_evaluation", "sample_grid",
-           "train_and_save", "train_descendant"]
+           "build_descendant", "dense_optim", "evaluate", "evaluate_and_save", "init_descendant", "run_evaluation",
+           "sample_grid", "stage_optim", "train_and_save", "train_descendant"]
 
 
 @dataclass
@@ -212,9 +212,14 @@ class DenseResume:
     train: TrainState
 
 
+def stage_optim(stage: StageOptim, batch_size: int) -> OptimConfig:
+    """A stage's optimiser defaults (fine.spec) as the trainer's config at this batch size."""
+    return OptimConfig(lr=stage.lr, warmup=stage.warmup, ema=stage.ema, batch_size=batch_size)
+
+
 def dense_optim(batch_size: int) -> OptimConfig:
     """The dense phase's optimiser (fine.spec.FINETUNE_OPTIM) at this batch size."""
-    return OptimConfig(lr=FINETUNE_OPTIM.lr, warmup=FINETUNE_OPTIM.warmup, ema=FINETUNE_OPTIM.ema, batch_size=batch_size)
+    return stage_optim(FINETUNE_OPTIM, batch_size)
 
 
 def build_descendant(ancestry: DiT, spec: JobSpec, target: ImageData | None = None) -> DiT:
@@ -254,8 +259,7 @@ def train_descendant(
             t = time.time()
             sigma_stage(model, subset, spec.sigma_steps, train_bias=spec.train_bias, train_labels=train_labels,
                         train_parts=train_parts, parts_lr_scale=ADAPT_LR_SCALE,
-                        optim=sigma_optim or OptimConfig(lr=SIGMA_OPTIM.lr, warmup=SIGMA_OPTIM.warmup,
-                                                         batch_size=spec.batch_size),
+                        optim=sigma_optim or stage_optim(SIGMA_OPTIM, spec.batch_size),
                         seed=spec.seed, progress=hooks.step_fn(model), should_stop=hooks.should_stop)
             timings["sigma"] = time.time() - t
         if hooks.after_sigma is not None:
