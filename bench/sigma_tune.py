@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -27,8 +28,8 @@ from descendants import EvalConfig, Run, append, read_runs, train_run  # noqa: E
 
 from fine.data import load  # noqa: E402
 from fine.formats import load_learngene  # noqa: E402
+from fine.pipeline import stage_optim  # noqa: E402
 from fine.spec import SIGMA_OPTIM  # noqa: E402
-from fine.training import OptimConfig  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "sigma_tune"
 SIZES = ("2x128", "6x128", "12x128", "6x64", "6x96")
@@ -51,7 +52,7 @@ def run_all(a: argparse.Namespace) -> None:
                     continue
                 ecfg = EvalConfig(subset=a.subset, curve_every=a.every)
                 run = Run("fine", depth, width, seed=a.seed, sigma_steps=a.steps, full_steps=0, learngene=lg.id)
-                optim = OptimConfig(lr=lr, warmup=SIGMA_OPTIM.warmup, batch_size=ecfg.batch_size, schedule=schedule)
+                optim = replace(stage_optim(SIGMA_OPTIM, ecfg.batch_size), lr=lr, schedule=schedule)
                 rec = train_run(run, lg, train, test, ecfg, sigma_optim=optim)
                 rec |= {"tag": a.tag, "lr": lr, "schedule": schedule, "subset": a.subset,
                         "learngene_path": str(a.learngene)}
